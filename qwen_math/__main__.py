@@ -1,0 +1,7 @@
+"""``python -m qwen_math`` runs the CLI."""
+
+import sys
+
+from qwen_math.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""The backend protocol: requests in, completions out, one step at a time.
+
+A backend turns ``GenerationRequest`` objects (one per sample, each with its own seed) into
+``Completion`` objects. It is driven like vLLM's engine: ``add_request`` queues work,
+``step`` advances it and returns the requests that finished during that step, so a caller can
+add new requests (a TIR continuation after a tool call) while others are still decoding, and
+execution overlaps generation. ``generate`` is the blocking convenience over both.
+
+Contract every backend keeps:
+- one request = one sample; requests with the same prompt may share their prefill;
+- the completion text is cut *before* the first stop string (the stop string is not included,
+  as in vLLM), and ``finish_reason`` is ``stop`` (a stop string), ``eos`` (an end-of-sequence
+  token), or ``length`` (``max_tokens`` reached or the context window is full);
+- a request's tokens depend only on (model, prompt, sampling, seed), never on what else is in
+  the batch (exact for small shapes in fp32 on CPU);
+- ``cache_key`` names a trajectory: a later request with the same key whose prompt extends an
+  earlier one may reuse that prompt's KV (a TIR resume); it never changes the result.
+
+What it deliberately does not do: prompts, tools or grading (strategies own those).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from qwen_math.config import SamplingConfig
+from qwen_math.errors import EnvironmentUnavailable, UsageError
+
+#: backend name -> "module:Class"; the module is imported only when the backend is chosen.
+BACKENDS: dict[str, str] = {
+    "hf": "qwen_math.backends.hf:HFBackend",
+    "scripted": "qwen_math.backends.scripted:ScriptedBackend",
+}
+
+#: optional backends -> the extra that installs them (for the error message).
+EXTRAS: dict[str, str] = {"vllm": "qwen-math[vllm]", "openai": "qwen-math[openai]"}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample to generate: a fully rendered prompt (text) and how to sample it.
+
+    ``sampling.n`` is ignored (one request is one sample); ``seed`` is this sample's own seed
+    (see ``qwen_math.config.sample_seed``).
+    """
+
+    request_id: str
+    prompt: str
+    sampling: SamplingConfig
+    seed: int
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one request produced."""
+
+    request_id: str
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "stop" | "eos" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    stop_string: str | None = None  # the stop string that ended it, when finish_reason == "stop"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    context_window: int  # prompt + completion tokens that fit (4096 for Qwen2.5-Math)
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def add_request(self, request: GenerationRequest) -> None: ...
+
+    def step(self) -> list[Completion]: ...
+
+    def has_unfinished(self) -> bool: ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]: ...
+
+    def close(self) -> None: ...
+
+
+def run_to_completion(backend: Backend, requests: Sequence[GenerationRequest]) -> list[Completion]:
+    """``generate`` for any backend: add every request, step until done, keep request order."""
+    for request in requests:
+        backend.add_request(request)
+    done: dict[str, Completion] = {}
+    while backend.has_unfinished():
+        for completion in backend.step():
+            done[completion.request_id] = completion
+    return [done[request.request_id] for request in requests]
+
+
+def get_backend_class(name: str) -> Any:
+    """The class registered under ``name``; unknown or uninstalled backends raise clearly."""
+    target = BACKENDS.get(name)
+    if target is None:
+        known = ", ".join(sorted(BACKENDS))
+        raise UsageError(f"unknown backend {name!r}; choose one of: {known}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = EXTRAS.get(name)
+        hint = f"; install it with: pip install '{extra}'" if extra else ""
+        raise EnvironmentUnavailable(f"backend {name!r} cannot be imported ({exc}){hint}") from None
+    return getattr(module, class_name)

