@@ -67,10 +67,26 @@ class Completion:
     stop_string: str | None = None  # the stop string that ended it, when finish_reason == "stop"
 
 
+@dataclass(frozen=True)
+class BackendOptions:
+    """Everything a backend may need to start; each backend reads the fields it uses."""
+
+    model: str = "Qwen/Qwen2.5-Math-1.5B-Instruct"
+    device: str = "auto"
+    dtype: str = "auto"
+    script: str | None = None  # scripted backend: JSONL file of completions
+    base_url: str | None = None  # openai backend
+    max_batch_size: int | None = None
+    seed: int = 0
+
+
 @runtime_checkable
 class Backend(Protocol):
+    """Created with ``cls.create(options: BackendOptions)``."""
+
     name: str
     context_window: int  # prompt + completion tokens that fit (4096 for Qwen2.5-Math)
+    tokenizer: Any  # a Hugging Face tokenizer, or None for backends that have none
 
     def count_tokens(self, text: str) -> int: ...
 

@@ -1,30 +1,32 @@
-"""`qwen-math dev ...`: developer tools (tiny checkpoints, sandbox doctor)."""
+"""`qwen-math dev TOOL`: developer tools, one module each, registered in ``DEV_TOOLS``.
+
+Each tool module (``qwen_math/commands/dev_*.py``) exposes ``HELP``, ``configure(parser)`` and
+``run(args) -> int`` like a subcommand.
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from qwen_math.errors import EnvironmentUnavailable
+import importlib
 
 HELP = "Developer tools: tiny-model, sandbox-doctor."
 
-#: dev tool name -> (help, configure, run); filled by the modules that implement them.
-TOOLS: dict[str, str] = {
-    "tiny-model": "Write a randomly initialised Qwen2 checkpoint with the real tokenizer.",
-    "sandbox-doctor": "Report which sandbox isolation layers are active on this host.",
+#: dev tool name -> module implementing it.
+DEV_TOOLS: dict[str, str] = {
+    "tiny-model": "qwen_math.commands.dev_tiny_model",
+    "sandbox-doctor": "qwen_math.commands.dev_sandbox_doctor",
 }
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="tool", metavar="TOOL", parser_class=type(parser))
     sub.required = True
-    tiny = sub.add_parser("tiny-model", help=TOOLS["tiny-model"])
-    tiny.add_argument("dir", metavar="DIR")
-    tiny.add_argument("--shape", default="tiny", choices=("tiny", "0.5b", "1.5b", "7b"))
-    tiny.add_argument("--seed", type=int, default=0)
-    doctor = sub.add_parser("sandbox-doctor", help=TOOLS["sandbox-doctor"])
-    doctor.add_argument("--json", action="store_true")
+    for name, module_name in DEV_TOOLS.items():
+        module = importlib.import_module(module_name)
+        child = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.configure(child)
+        child.set_defaults(_dev_module=module)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EnvironmentUnavailable(f"`qwen-math dev {args.tool}` is not available in this build yet")
+    return int(args._dev_module.run(args))
