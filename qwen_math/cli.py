@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "report": "qwen_math.commands.report",
     "compare": "qwen_math.commands.compare",
     "serve": "qwen_math.commands.serve",
+    "merge": "qwen_math.commands.merge",
     "dev": "qwen_math.commands.dev",
 }
 
