@@ -1,0 +1,456 @@
+"""A resumable benchmark run: problems in, one graded sample record per (problem, sample) out.
+
+``evaluate(config)`` is the library behind ``qwen-math eval``:
+
+1. load each benchmark; rows without gold are reported and excluded;
+2. open the run directory: a new one, the same run resumed (its fingerprint must match,
+   else ``ResumeRefused``), ``--extend-n`` (only ``n`` may grow), or ``--overwrite``;
+3. per dataset: cut a torn last line, read the samples already written, and generate only
+   the missing ``(problem, sample)`` pairs; each sample is graded and appended to
+   ``samples.jsonl`` the moment it completes (one ``os.write`` per line, fsync at most once a
+   second), so an interruption at any moment loses nothing written and regenerates nothing;
+4. when every sample is in: write the views ``problems.jsonl`` and ``metrics.json``.
+
+A sample's seed depends only on (run seed, problem id, sample index), so a resumed run writes
+the same records as an uninterrupted one (compared without time-dependent keys). A grader
+failure on one sample is recorded on that sample (``grade_status = "error"``) and the run goes
+on; sandbox failures are recorded in the turns by the strategy.
+
+What it deliberately does not do: parse flags or print results (``qwen_math.commands``), or
+implement decoding, execution or grading (``solve``, ``sandbox``, ``eval``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from qwen_math.backends.base import BackendOptions
+from qwen_math.config import SamplingConfig
+from qwen_math.errors import PartialRun, UsageError
+from qwen_math.record import SampleRecord
+from qwen_math.runs.jsonl import AppendOnlyJsonl, write_json_atomic
+from qwen_math.runs.manifest import (
+    Fingerprint,
+    build_manifest,
+    check_resumable,
+    file_checksum,
+    json_checksum,
+    read_manifest,
+    tree_checksum,
+)
+from qwen_math.runs.progress import RunProgress
+from qwen_math.runs.store import RunLayout, load_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything ``evaluate`` needs; the CLI builds it from flags."""
+
+    datasets: tuple[str, ...]
+    output_dir: Path
+    mode: str = "cot"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_tool_calls: int = 4
+    backend: str = "hf"
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    data_dir: str | None = None
+    split: str = "test"
+    limit: int | None = None
+    overwrite: bool = False
+    extend_n: int | None = None
+    grader_workers: int | None = None
+    grader_timeout_s: float = 5.0
+    progress: bool = True
+    progress_interval_s: float = 10.0
+    command: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise UsageError("--datasets needs at least one benchmark name or path")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {self.limit}")
+        if self.extend_n is not None and self.extend_n < 1:
+            raise UsageError(f"--extend-n must be >= 1, got {self.extend_n}")
+        if self.extend_n is not None and self.overwrite:
+            raise UsageError("--extend-n and --overwrite exclude each other")
+        if self.max_tool_calls < 0:
+            raise UsageError(f"--max-tool-calls must be >= 0, got {self.max_tool_calls}")
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    dataset: str
+    problems: int
+    samples_written: int
+    samples_resumed: int
+    excluded_no_gold: tuple[int, ...]
+    metrics: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    datasets: tuple[DatasetResult, ...]
+
+
+# --- 1) problems -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """One benchmark's problems with gold, and the idx of the rows excluded for lack of it."""
+
+    name: str
+    problems: tuple[Any, ...]  # eval.datasets.Problem
+    excluded_no_gold: tuple[int, ...]
+
+
+def load_datasets(config: EvalConfig) -> list[LoadedDataset]:
+    from eval.datasets import load_benchmark
+
+    loaded = []
+    for name in config.datasets:
+        problems = load_benchmark(name, split=config.split, limit=config.limit, data_dir=config.data_dir)
+        with_gold = tuple(p for p in problems if has_gold(p))
+        missing = tuple(p.idx for p in problems if not has_gold(p))
+        dataset = problems[0].dataset if problems else name
+        if missing:
+            log.warning("%s: %d row(s) have no gold answer and are excluded (idx %s)",
+                        dataset, len(missing), ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else ""))
+        if not with_gold:
+            raise UsageError(f"{name}: no problem with a gold answer to evaluate")
+        loaded.append(LoadedDataset(dataset, with_gold, missing))
+    names = [d.name for d in loaded]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--datasets names a benchmark twice: {', '.join(names)}")
+    return loaded
+
+
+def has_gold(problem: Any) -> bool:
+    gold = getattr(problem, "gold", None)
+    return gold is not None and str(gold).strip() != ""
+
+
+def problems_checksum(problems: Sequence[Any]) -> str:
+    """What the run sees of a dataset: ids, questions and golds, in order."""
+    return json_checksum([[p.problem_id, p.idx, p.question, str(p.gold)] for p in problems])
+
+
+# --- 2) fingerprint and run directory ----------------------------------------------------
+
+def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], prompt_sha256: str) -> dict[str, Any]:
+    """Every setting that changes a sample or its grade, flattened."""
+    s = config.sampling
+    fields: dict[str, Any] = {
+        "mode": config.mode,
+        "prompt.sha256": prompt_sha256,
+        "sampling.n": s.n,
+        "sampling.temperature": s.temperature,
+        "sampling.top_p": s.top_p,
+        "sampling.top_k": s.top_k,
+        "sampling.max_tokens": s.max_tokens,
+        "sampling.seed": s.seed,
+        "max_tool_calls": config.max_tool_calls,
+        "backend": config.backend,
+        "model.checksum": model_checksum(config),
+        "model.dtype": config.backend_options.dtype,
+        "model.device": config.backend_options.device,
+        "split": config.split,
+        "limit": config.limit,
+        "record_schema_version": SampleRecord.__dataclass_fields__["version"].default,
+    }
+    for dataset in datasets:
+        fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
+    return fields
+
+
+def model_checksum(config: EvalConfig) -> str:
+    """The weights (or script) the backend will read; a hub id stands for itself."""
+    options = config.backend_options
+    if options.script:
+        return file_checksum(Path(options.script)) if Path(options.script).is_file() else options.script
+    path = Path(options.model).expanduser()
+    return tree_checksum(path) if path.exists() else options.model
+
+
+def open_run(config: EvalConfig, fingerprint: Fingerprint, datasets: Sequence[LoadedDataset]) -> tuple[RunLayout, dict | None]:
+    """Check the run directory against ``fingerprint``; returns the layout and old manifest."""
+    layout = RunLayout(Path(config.output_dir))
+    previous = read_manifest(layout.root) if layout.root.exists() else None
+    if previous is not None and config.overwrite:
+        layout.discard(list(previous.get("config", {}).get("datasets", [])) + [d.name for d in datasets])
+        log.info("%s: discarded the previous run (--overwrite)", layout.root)
+        previous = None
+    if previous is None:
+        if config.extend_n is not None:
+            raise UsageError(f"--extend-n needs an existing run in {layout.root}; found none")
+        if layout.root.exists() and any(layout.root.iterdir()) and not config.overwrite:
+            raise UsageError(
+                f"{layout.root} exists and is not a run directory (no manifest.json); choose an "
+                "empty or new --output-dir, or pass --overwrite"
+            )
+        layout.root.mkdir(parents=True, exist_ok=True)
+        return layout, None
+    check_resumable(Fingerprint.from_json(previous["fingerprint"]), fingerprint,
+                    run_dir=layout.root, extending=config.extend_n is not None)
+    return layout, previous
+
+
+def resolve_extend_n(config: EvalConfig) -> EvalConfig:
+    """With ``--extend-n N``: sampling settings not given come from the run; n becomes N."""
+    if config.extend_n is None:
+        return config
+    previous = read_manifest(Path(config.output_dir))
+    if previous is None:
+        raise UsageError(f"--extend-n needs an existing run in {config.output_dir}; found none")
+    old = previous.get("config", {}).get("sampling", {})
+    sampling = replace(
+        config.sampling,
+        n=config.extend_n,
+        temperature=old.get("temperature", config.sampling.temperature),
+        top_p=old.get("top_p", config.sampling.top_p),
+    )
+    return replace(config, sampling=sampling)
+
+
+def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[str, Any]:
+    s = config.sampling
+    return {
+        "datasets": [d.name for d in datasets],
+        "dataset_args": list(config.datasets),
+        "data_dir": config.data_dir,
+        "split": config.split,
+        "limit": config.limit,
+        "mode": config.mode,
+        "sampling": {"n": s.n, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+                     "max_tokens": s.max_tokens, "seed": s.seed, "stop": list(s.stop)},
+        "max_tool_calls": config.max_tool_calls,
+        "backend": config.backend,
+        "model": config.backend_options.model,
+        "script": config.backend_options.script,
+        "device": config.backend_options.device,
+        "dtype": config.backend_options.dtype,
+        "grader_timeout": config.grader_timeout_s,
+    }
+
+
+def datasets_json(datasets: Sequence[LoadedDataset], config: EvalConfig) -> dict[str, Any]:
+    return {
+        d.name: {
+            "problems": len(d.problems),
+            "checksum": problems_checksum(d.problems),
+            "source_checksum": source_checksum(d.name, config),
+            "excluded_no_gold": list(d.excluded_no_gold),
+        }
+        for d in datasets
+    }
+
+
+def source_checksum(name: str, config: EvalConfig) -> str | None:
+    """SHA-256 of the local file a dataset came from, when there is one."""
+    candidates = [Path(name)]
+    if config.data_dir:
+        base = Path(config.data_dir)
+        candidates += [base / f"{name}.jsonl", base / name / f"{config.split}.jsonl"]
+    for path in candidates:
+        if path.is_file():
+            return file_checksum(path)
+    return None
+
+
+# --- 3) generation, grading, writing ------------------------------------------------------
+
+def evaluate(
+    config: EvalConfig,
+    *,
+    backend: Any = None,
+    sandbox_pool: Any = None,
+    grader: Any = None,
+    prompt_sha256: str | None = None,
+) -> RunResult:
+    """Run (or resume) the evaluation ``config`` describes; see the module docstring.
+
+    ``backend``, ``sandbox_pool`` and ``grader`` are created here when not given (the caller
+    owns the ones it passes). Raises ``PartialRun`` when interrupted (resumable).
+    """
+    from qwen_math.runs.prompts import prompt_hash
+
+    config = resolve_extend_n(config)
+    datasets = load_datasets(config)
+    prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.backend_options)
+    fingerprint = Fingerprint(fingerprint_fields(config, datasets, prompt_sha256))
+    layout, previous = open_run(config, fingerprint, datasets)
+    with _resources(config, backend, sandbox_pool, grader) as (backend, sandbox_pool, grader):
+        manifest = build_manifest(
+            config=config_json(config, datasets), fingerprint=fingerprint,
+            datasets=datasets_json(datasets, config),
+            prompt={"sha256": prompt_sha256, "mode": config.mode}, previous=previous,
+            command=config.command,
+        )
+        write_json_atomic(layout.manifest, manifest)
+        results = []
+        for dataset in datasets:
+            results.append(run_dataset(config, layout, dataset, manifest, backend=backend,
+                                       sandbox_pool=sandbox_pool, grader=grader))
+    from qwen_math.runs.views import write_run_metrics
+
+    write_run_metrics(layout, [r.metrics for r in results], [r.dataset for r in results])
+    return RunResult(layout.root, tuple(results))
+
+
+class _resources:
+    """Create the backend, sandbox pool and grader the caller did not pass; close only those."""
+
+    def __init__(self, config: EvalConfig, backend: Any, sandbox_pool: Any, grader: Any) -> None:
+        self.config, self.given = config, (backend, sandbox_pool, grader)
+        self.owned: list[Any] = []
+
+    def __enter__(self) -> tuple[Any, Any, Any]:
+        backend, sandbox_pool, grader = self.given
+        try:
+            if grader is None:
+                grader = self._own(make_grader(self.config))
+            if sandbox_pool is None and self.config.mode in ("pot", "tir"):
+                sandbox_pool = self._own(make_sandbox_pool(self.config))
+            if backend is None:
+                backend = self._own(make_backend(self.config))
+        except BaseException:
+            self.__exit__()
+            raise
+        return backend, sandbox_pool, grader
+
+    def _own(self, resource: Any) -> Any:
+        self.owned.append(resource)
+        return resource
+
+    def __exit__(self, *exc_info: object) -> None:
+        for resource in reversed(self.owned):
+            try:
+                resource.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not mask the run's outcome
+                log.warning("closing %s failed: %s", type(resource).__name__, exc)
+        self.owned.clear()
+
+
+def make_backend(config: EvalConfig) -> Any:
+    from qwen_math.backends import get_backend_class
+
+    return get_backend_class(config.backend).create(config.backend_options)
+
+
+def make_sandbox_pool(config: EvalConfig) -> Any:
+    import sandbox
+
+    return sandbox.SandboxPool()
+
+
+def make_grader(config: EvalConfig) -> Any:
+    from qwen_math.runs.grading import SampleGrader
+
+    return SampleGrader(workers=config.grader_workers, timeout_s=config.grader_timeout_s)
+
+
+def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, manifest: dict, *,
+                backend: Any, sandbox_pool: Any, grader: Any) -> DatasetResult:
+    """Generate the missing samples of one dataset, appending each as it completes."""
+    from qwen_math.runs.views import write_dataset_views
+
+    n = config.sampling.n
+    by_id = {p.problem_id: p for p in dataset.problems}
+    path = layout.samples(dataset.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = load_samples(path, repair=True)
+    wanted = {(p.idx, s) for p in dataset.problems for s in range(n)}
+    done = {key: record for key, record in done.items() if key in wanted}
+    id_of = {p.idx: p.problem_id for p in dataset.problems}
+    skip = {(id_of[idx], s) for idx, s in done}
+    written = 0
+    start = time.monotonic()
+    with RunProgress(dataset.name, total_samples=len(wanted), n=n, enabled=config.progress,
+                     interval_s=config.progress_interval_s) as progress:
+        for record in done.values():
+            progress.add_resumed(record.idx, record.answer, bool(record.correct), [t.to_json() for t in record.turns])
+        if len(done) < len(wanted):
+            log.info("%s: %d of %d samples already written; generating %d",
+                     dataset.name, len(done), len(wanted), len(wanted) - len(done))
+            try:
+                with AppendOnlyJsonl(path) as writer:
+                    for result in generate_missing(config, dataset, backend, sandbox_pool, skip):
+                        problem = by_id[result.problem_id]
+                        record = build_record(config, dataset.name, problem, result, grader)
+                        writer.append(record.to_json())
+                        done[(record.idx, record.sample)] = record
+                        written += 1
+                        progress.add(record.idx, record.answer, bool(record.correct),
+                                     [t.to_json() for t in record.turns], record.completion_tokens)
+            except KeyboardInterrupt:
+                raise PartialRun(
+                    f"interrupted: {len(done)} of {len(wanted)} samples of {dataset.name} are "
+                    f"written in {path}; rerun the same command to resume"
+                ) from None
+            finally:
+                add_duration(layout, manifest, dataset.name, time.monotonic() - start)
+    missing = wanted - set(done)
+    if missing:
+        raise PartialRun(f"{dataset.name}: generation ended with {len(missing)} samples missing; rerun to resume")
+    records = [done[key] for key in sorted(done)]
+    metrics = write_dataset_views(layout, dataset.name, records, dataset.problems,
+                                  excluded_no_gold=dataset.excluded_no_gold,
+                                  wall_duration_s=manifest["generation_duration_s"].get(dataset.name))
+    return DatasetResult(dataset.name, len(dataset.problems), written, len(done) - written,
+                         dataset.excluded_no_gold, metrics)
+
+
+def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, sandbox_pool: Any,
+                     skip: set[tuple[str, int]]) -> Iterator[Any]:
+    from qwen_math.solve import ProblemInput, generate_samples
+
+    inputs = [ProblemInput(p.problem_id, p.question, dataset=dataset.name) for p in dataset.problems]
+    yield from generate_samples(
+        inputs, mode=config.mode, sampling=config.sampling, backend=backend,
+        max_tool_calls=config.max_tool_calls, sandbox_pool=sandbox_pool, skip=frozenset(skip),
+        samples=range(config.sampling.n),
+    )
+
+
+def build_record(config: EvalConfig, dataset: str, problem: Any, result: Any, grader: Any) -> SampleRecord:
+    """The graded record of one finished sample."""
+    turns = tuple(result.turns)
+    response = "".join(t.text + t.appended for t in turns)
+    verdict = grader.grade(response=response, answer=result.answer, gold=problem.gold, dataset=dataset,
+                           mode=config.mode)
+    return SampleRecord(
+        dataset=dataset,
+        idx=problem.idx,
+        sample=result.sample,
+        question_id=problem.problem_id,
+        question=problem.question,
+        turns=turns,
+        answer=verdict.answer,
+        gold=str(problem.gold),
+        correct=verdict.correct,
+        finish_reason=result.finish_reason,
+        grade_status=verdict.status,
+        mode=config.mode,
+        seed=result.seed,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        metadata=dict(getattr(problem, "metadata", {}) or {}),
+        generation_time_s=result.generation_time_s,
+    )
+
+
+def add_duration(layout: RunLayout, manifest: dict, dataset: str, seconds: float) -> None:
+    """Accumulate this session's wall time per dataset in the manifest (for throughput)."""
+    durations = manifest.setdefault("generation_duration_s", {})
+    durations[dataset] = round(durations.get(dataset, 0.0) + seconds, 3)
+    try:
+        write_json_atomic(layout.manifest, manifest)
+    except OSError as exc:
+        log.warning("could not update %s: %s", layout.manifest, exc)
