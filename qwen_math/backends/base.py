@@ -33,6 +33,8 @@ from qwen_math.errors import EnvironmentUnavailable, UsageError
 BACKENDS: dict[str, str] = {
     "hf": "qwen_math.backends.hf:HFBackend",
     "scripted": "qwen_math.backends.scripted:ScriptedBackend",
+    "vllm": "qwen_math.backends.vllm:VLLMBackend",
+    "openai": "qwen_math.backends.openai_compat:OpenAIBackend",
 }
 
 #: optional backends -> the extra that installs them (for the error message).
@@ -78,6 +80,17 @@ class BackendOptions:
     base_url: str | None = None  # openai backend
     max_batch_size: int | None = None
     seed: int = 0
+    # vllm backend: one engine spans tensor x pipeline GPUs; data_parallel_size engines
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    # openai backend: the key is read from this environment variable (never logged)
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 32  # requests in flight to the server
+    request_timeout_s: float = 600.0  # one HTTP attempt
+    max_retries: int = 6  # on 429, 5xx, connection errors and timeouts
 
 
 @runtime_checkable
