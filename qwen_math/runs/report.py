@@ -1,0 +1,344 @@
+"""Reports of a finished run: a console table and a self-contained HTML page with plots.
+
+``load_run_report(run_dir)`` reads ``metrics.json`` and each dataset's ``problems.jsonl``;
+``format_table`` prints datasets x metrics (acc, maj@k and pass@k at k = n, with 95 %
+intervals when the metrics carry them); ``write_html_report`` writes ``RUN/report/``:
+
+- ``curves.png``: maj@k and pass@k against k (log2 axis), one colour per dataset;
+- ``breakdown_<dataset>.png``: accuracy by level and by subject, when the dataset has them;
+- ``agreement.png``: per problem, the share of samples that give the most common answer;
+- ``report.html``: the table, every plot embedded as a base64 PNG (the page needs no other
+  file and no network), and a trace viewer for failed problems (majority answer wrong):
+  each sample's answer, finish reason and full transcript with code and tool output.
+
+The agreement histogram groups answers by exact string (after stripping spaces); the
+reported maj@k in ``metrics.json`` groups *equivalent* answers (``eval.metrics``).
+
+What it deliberately does not do: recompute or regrade (it plots what the run recorded), or
+run JavaScript (the page is static HTML + CSS; ``<details>`` folds the traces).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qwen_math.errors import UsageError
+from qwen_math.runs.jsonl import read_jsonl_records, write_text_atomic
+from qwen_math.runs.manifest import read_manifest
+from qwen_math.runs.store import RunLayout, load_samples, require_run, run_datasets
+from qwen_math.runs.views import majority_correct
+
+log = logging.getLogger(__name__)
+
+#: failed problems shown in the trace viewer, per dataset (the page stays a few MB at most).
+MAX_TRACES = 40
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    name: str
+    metrics: Mapping[str, Any]
+    problems: tuple[Mapping[str, Any], ...]  # rows of problems.jsonl
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_dir: Path
+    manifest: Mapping[str, Any]
+    datasets: tuple[DatasetReport, ...]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+def load_run_report(run_dir: Path) -> RunReport:
+    """A finished run's metrics and problem rows; an unfinished run is a ``UsageError``."""
+    layout = require_run(run_dir)
+    manifest = read_manifest(layout.root) or {}
+    reports = []
+    for name in run_datasets(manifest):
+        metrics_path = layout.dataset_metrics(name)
+        if not metrics_path.is_file():
+            raise UsageError(
+                f"{layout.root}: dataset {name} has no metrics.json yet (the run is unfinished); "
+                "rerun the same `qwen-math eval` command to complete it"
+            )
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        rows = read_jsonl_records(layout.problems(name)).records
+        reports.append(DatasetReport(name, metrics, rows))
+    return RunReport(layout.root, manifest, tuple(reports))
+
+
+# --- metric accessors (one place that knows the metrics.json keys) --------------------------
+
+def curve(metrics: Mapping[str, Any], name: str) -> list[tuple[int, float]]:
+    """``[(k, value), ...]`` of ``pass@k`` or ``maj@k``, sorted by k."""
+    values = metrics.get(name, {}) or {}
+    return sorted((int(k), float(v)) for k, v in values.items() if v is not None)
+
+
+def at_max_k(metrics: Mapping[str, Any], name: str) -> tuple[int, float] | None:
+    points = curve(metrics, name)
+    return points[-1] if points else None
+
+
+def interval(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
+    """The 95 % interval of a metric (``acc`` or e.g. ``maj@8``), when recorded."""
+    intervals = metrics.get("intervals", {}) or {}
+    value = intervals.get(name)
+    if isinstance(value, Mapping):
+        value = (value.get("low"), value.get("high"))
+    if isinstance(value, Sequence) and len(value) == 2 and None not in value:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def breakdowns(metrics: Mapping[str, Any]) -> dict[str, list[tuple[str, float, int]]]:
+    """``{"level": [(value, acc, problems), ...], "subject": [...]}`` from the metrics."""
+    found: dict[str, list[tuple[str, float, int]]] = {}
+    for field, groups in (metrics.get("breakdown", {}) or {}).items():
+        rows = []
+        for value, stats in groups.items():
+            acc = stats.get("acc") if isinstance(stats, Mapping) else stats
+            count = stats.get("problems", 0) if isinstance(stats, Mapping) else 0
+            if acc is not None:
+                rows.append((str(value), float(acc), int(count)))
+        if rows:
+            found[field] = sorted(rows, key=lambda row: _natural_key(row[0]))
+    return found
+
+
+def _natural_key(text: str) -> tuple:
+    digits = "".join(ch for ch in text if ch.isdigit())
+    return (int(digits) if digits else float("inf"), text)
+
+
+# --- console table ------------------------------------------------------------------------
+
+def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
+    header = ["dataset", "problems", "n", "acc", "maj@n", "pass@n"]
+    rows = []
+    for d in report.datasets:
+        m = d.metrics
+        maj, pas = at_max_k(m, "maj@k"), at_max_k(m, "pass@k")
+        n = maj[0] if maj else m.get("n", "?")
+        rows.append([
+            d.name,
+            str(m.get("problems", len(d.problems))),
+            str(n),
+            format_value(m.get("acc"), interval(m, "acc")),
+            format_value(maj[1] if maj else None, interval(m, f"maj@{n}")),
+            format_value(pas[1] if pas else None, interval(m, f"pass@{n}")),
+        ])
+    return header, rows
+
+
+def format_value(value: float | None, ci: tuple[float, float] | None = None) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.3f}"
+    return f"{text} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else text
+
+
+def format_table(report: RunReport) -> str:
+    header, rows = table_rows(report)
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+# --- plots --------------------------------------------------------------------------------
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(report: RunReport) -> bytes:
+    """maj@k (solid) and pass@k (dashed) against k, one colour per dataset."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for i, d in enumerate(report.datasets):
+        colour = f"C{i % 10}"
+        for name, style in (("maj@k", "-o"), ("pass@k", "--s")):
+            points = curve(d.metrics, name)
+            if points:
+                ks, values = zip(*points, strict=True)
+                ax.plot(ks, values, style, color=colour, label=f"{d.name} {name}", markersize=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("maj@k and pass@k")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_breakdown(dataset: DatasetReport, groups: dict[str, list[tuple[str, float, int]]]) -> bytes:
+    """Accuracy per level / subject of one dataset, one panel per field."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), dpi=120, squeeze=False)
+    for ax, (field, rows) in zip(axes[0], groups.items(), strict=True):
+        labels = [row[0] for row in rows]
+        ax.bar(range(len(rows)), [row[1] for row in rows], color="C0")
+        ax.set_xticks(range(len(rows)), labels, rotation=45 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{dataset.name}: accuracy by {field}")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def answer_agreement(row: Mapping[str, Any]) -> float | None:
+    """Share of a problem's samples that give its most common answer (None if none answer)."""
+    preds = row.get("pred") or []
+    answers = [str(p).replace(" ", "") for p in preds if p is not None]
+    if not preds or not answers:
+        return 0.0 if preds else None
+    return Counter(answers).most_common(1)[0][1] / len(preds)
+
+
+def plot_agreement(report: RunReport) -> bytes:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    bins = [i / 10 for i in range(11)]
+    for i, d in enumerate(report.datasets):
+        values = [a for a in (answer_agreement(row) for row in d.problems) if a is not None]
+        ax.hist(values, bins=bins, alpha=0.55, color=f"C{i % 10}", label=d.name, edgecolor="white")
+    ax.set_xlabel("share of samples giving the most common answer")
+    ax.set_ylabel("problems")
+    ax.set_title("answer agreement")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:.35em .7em;text-align:left}
+th{background:#e8eef7}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img.plot{display:block;max-width:100%;margin:1em 0;border:1px solid #ddd}
+details{margin:.4em 0;border:1px solid #ddd;border-radius:4px;padding:.3em .6em}
+summary{cursor:pointer}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:85%}
+.ok{color:#17702a}.bad{color:#b3261e}code.cfg{font-size:85%}
+"""
+
+
+def write_html_report(report: RunReport) -> Path:
+    """Write the PNG plots and ``report.html`` under ``RUN/report/``; returns the HTML path."""
+    out = RunLayout(report.run_dir).report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    plots: list[tuple[str, str, bytes]] = [("curves", "maj@k and pass@k against k", plot_curves(report))]
+    for d in report.datasets:
+        groups = breakdowns(d.metrics)
+        if groups:
+            plots.append((f"breakdown_{d.name}", f"{d.name}: accuracy by {' and '.join(groups)}",
+                          plot_breakdown(d, groups)))
+    plots.append(("agreement", "answer agreement per problem", plot_agreement(report)))
+    for name, _, png in plots:
+        (out / f"{name}.png").write_bytes(png)
+    page = render_html(report, plots)
+    path = out / "report.html"
+    write_text_atomic(path, page)
+    return path
+
+
+def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]]) -> str:
+    header, rows = table_rows(report)
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        f"<title>qwen-math report: {_e(report.run_dir.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>qwen-math report: {_e(report.run_dir.name)}</h1>",
+        _config_line(report.manifest),
+        "<h2>Metrics</h2>",
+        '<table id="metrics">',
+        "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>",
+        *("<tr>" + "".join(f'<td class="{"num" if i else ""}">{_e(c)}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows),
+        "</table>",
+        "<p>acc: mean over all samples; maj@k: majority vote of k samples, averaged over "
+        "subsets; pass@k: unbiased estimator; [95 % interval].</p>",
+        "<h2>Plots</h2>",
+    ]
+    for name, title, png in plots:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h3>{_e(title)}</h3>")
+        parts.append(f'<img class="plot" id="plot-{_e(name)}" alt="{_e(title)}" src="data:image/png;base64,{data}">')
+    parts.append("<h2>Failed problems (majority answer wrong)</h2>")
+    for d in report.datasets:
+        parts.append(_traces_html(report.run_dir, d))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _config_line(manifest: Mapping[str, Any]) -> str:
+    config = manifest.get("config", {})
+    sampling = config.get("sampling", {})
+    items = {
+        "model": config.get("model"), "backend": config.get("backend"), "mode": config.get("mode"),
+        "n": sampling.get("n"), "temperature": sampling.get("temperature"),
+        "top_p": sampling.get("top_p"), "max_tokens": sampling.get("max_tokens"),
+        "seed": sampling.get("seed"), "fingerprint": manifest.get("fingerprint", {}).get("sha256", "")[:12],
+    }
+    text = ", ".join(f"{k}={v}" for k, v in items.items())
+    return f'<p><code class="cfg">{_e(text)}</code></p>'
+
+
+def failed_rows(dataset: DatasetReport) -> list[Mapping[str, Any]]:
+    """Problems whose majority answer is wrong (or that no sample answered)."""
+    return [row for row in dataset.problems if not majority_correct(row)]
+
+
+def _traces_html(run_dir: Path, dataset: DatasetReport) -> str:
+    failed = failed_rows(dataset)
+    parts = [f"<h3>{_e(dataset.name)}: {len(failed)} of {len(dataset.problems)} problems</h3>"]
+    if not failed:
+        return "\n".join(parts)
+    samples = load_samples(RunLayout(run_dir).samples(dataset.name))
+    for row in failed[:MAX_TRACES]:
+        idx = row["idx"]
+        parts.append(f"<details><summary>#{_e(idx)} gold <b>{_e(row.get('gt'))}</b>; answers "
+                     f"{_e(', '.join(str(p) for p in row.get('pred') or []))}</summary>")
+        parts.append(f"<pre>{_e(row.get('question'))}</pre>")
+        for sample in range(len(row.get("pred") or [])):
+            record = samples.get((idx, sample))
+            if record is None:
+                continue
+            verdict = "ok" if record.correct else "bad"
+            parts.append(
+                f'<details><summary>sample {sample}: <span class="{verdict}">{_e(record.answer)}</span>'
+                f" ({_e(record.grade_status)}, finish {_e(record.finish_reason)}, "
+                f"{record.tool_calls} tool calls)</summary><pre>{_e(record.response)}</pre></details>"
+            )
+        parts.append("</details>")
+    if len(failed) > MAX_TRACES:
+        parts.append(f"<p>... {len(failed) - MAX_TRACES} more in problems.jsonl</p>")
+    return "\n".join(parts)
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
