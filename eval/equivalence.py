@@ -1,0 +1,836 @@
+"""Mathematical equivalence of two final answers.
+
+``judge(pred, gold)`` returns a status (``correct | wrong | invalid | timeout``) and
+``is_equivalent`` is ``judge(...) == "correct"``. The comparison runs from cheap to costly:
+
+1. refuse absurd inputs (exponent towers, huge literals, 10^6-character answers): ``invalid``;
+2. normalise both sides (``eval.normalize``) and compare spellings;
+3. parse each side into a small answer tree — list, set, tuple, interval, union, matrix,
+   equation, relation, time, base-``b`` numeral, ``\\pm`` pair, number — and compare the trees
+   (sets order-free, tuples and intervals in order with their brackets, matrices cell by cell,
+   ``x=3`` against ``3`` when the left side is a lone symbol, equations up to a non-zero
+   factor);
+4. numbers compare exactly as rationals; a tolerance of half a unit in the last place only when
+   one side is a decimal approximation; a ``%`` on one side may be dropped, and read as /100
+   only where it is written;
+5. whatever is left goes to SymPy through ``latex2sympy2_extended`` (imported lazily), with
+   ``simplify`` under a deadline.
+
+The in-process deadline uses ``SIGALRM`` and therefore only works on the main thread and
+cannot interrupt C code; the hard deadline is ``eval.grade``'s worker pool, which kills the
+process. What it deliberately does not do: extract answers from responses (``eval.extract``)
+or run in parallel (``eval.grade``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from eval.normalize import (
+    Normalized,
+    canonical_text,
+    normalize_answer,
+    split_top_level,
+    strip_delimiters,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ANSWER_CHARS = 2000
+MAX_EXPONENT = 100_000
+MAX_FACTORIAL = 10_000
+
+
+class ComparisonTimeout(BaseException):
+    """The in-process deadline of one comparison expired (a BaseException, so that a broad
+    ``except Exception`` inside SymPy cannot swallow it)."""
+
+
+class AnswerRefused(Exception):
+    """The pre-screen refused an answer as absurd (exponent tower, huge literal, too long)."""
+
+
+# --- deadline -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise ``ComparisonTimeout`` after ``seconds`` (main thread only; else no limit)."""
+    usable = seconds and seconds > 0 and threading.current_thread() is threading.main_thread()
+    if not usable or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise ComparisonTimeout(f"comparison took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# --- pre-screen -------------------------------------------------------------------------------
+
+EXPONENT = re.compile(r"(?:\^|\*\*)\s*(\{|\(|-?\d+)")
+FACTORIAL = re.compile(r"(\d+)\s*!")
+
+
+def exponent_text(text: str, start: int) -> str:
+    """The exponent starting at ``start`` (a braced/parenthesised group or a bare integer)."""
+    opener = text[start]
+    if opener not in "{(":
+        return re.match(r"-?\d+", text[start:]).group(0)
+    closer = "}" if opener == "{" else ")"
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == opener:
+            depth += 1
+        elif text[i] == closer:
+            depth -= 1
+            if depth == 0:
+                return text[start + 1:i]
+    return text[start + 1:]
+
+
+def tower_value(text: str) -> float:
+    """log10-free estimate of an integer exponent; ``inf`` when it is a tower of powers."""
+    text = text.strip().strip("{}()")
+    if re.fullmatch(r"-?\d+", text):
+        return abs(int(text)) if len(text) < 12 else math.inf
+    match = re.fullmatch(r"(\d+)\s*(?:\^|\*\*)\s*(.+)", text)
+    if match:
+        base = int(match.group(1)) if len(match.group(1)) < 12 else math.inf
+        exponent = tower_value(match.group(2))
+        if base <= 1:
+            return base
+        if exponent * math.log10(base) > 15:
+            return math.inf
+        return float(base) ** exponent
+    return 0.0  # symbolic exponent: SymPy leaves it unevaluated
+
+
+def prescreen(answer: str) -> None:
+    """Raise ``AnswerRefused`` for answers SymPy could hang on or that no one writes."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise AnswerRefused(f"answer of {len(answer)} characters (limit {MAX_ANSWER_CHARS})")
+    for match in EXPONENT.finditer(answer):
+        exponent = exponent_text(answer, match.start(1))
+        if tower_value(exponent) > MAX_EXPONENT:
+            raise AnswerRefused(f"exponent {exponent[:40]!r} is too large to evaluate")
+    for match in FACTORIAL.finditer(answer):
+        if len(match.group(1)) > 5 or int(match.group(1)) > MAX_FACTORIAL:
+            raise AnswerRefused(f"factorial of {match.group(1)[:20]} is too large to evaluate")
+    if re.search(r"\d{400,}", answer):
+        raise AnswerRefused("a literal of more than 400 digits")
+
+
+# --- answer trees -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Number:
+    """An exact rational, or a decimal approximation with ``places`` digits after the point."""
+
+    value: Fraction
+    places: int | None = None  # None: exact (integer or fraction); else a written decimal
+    percent: bool = False
+
+    def readings(self) -> list[tuple[Fraction, int | None]]:
+        found = [(self.value, self.places)]
+        if self.percent:
+            found.append((self.value / 100, None if self.places is None else self.places + 2))
+        return found
+
+
+@dataclass(frozen=True)
+class Expr:
+    latex: str
+    percent: bool = False
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Time:
+    hour: int
+    minute: int
+    half: str  # "am", "pm" or ""
+
+
+@dataclass(frozen=True)
+class BaseNumeral:
+    digits: str
+    base: int
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A bracketed or bare sequence: ``kind`` is list | set | tuple | interval."""
+
+    kind: str
+    items: tuple[Any, ...]
+    opener: str = ""
+    closer: str = ""
+
+
+@dataclass(frozen=True)
+class Union:
+    parts: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    rows: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``lhs op rhs`` with op one of = < <= > >= !=; ``chain`` holds a <x< b style chains."""
+
+    op: str
+    lhs: str
+    rhs: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    """``low op1 var op2 high`` (e.g. ``-2 \\leq x < 7``), read as an interval of ``var``."""
+
+    var: str
+    interval: Seq
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
+SCIENTIFIC = re.compile(
+    r"([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?"
+    r"|[eE]\s*([+-]?\d+))"
+)
+FRACTION = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
+SLASH = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
+MIXED = re.compile(r"([+-]?)(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+BASE = re.compile(r"(\d+|[0-9A-Z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
+TIME = re.compile(r"(\d{1,2}):(\d{2})\s*(?:([ap])\.?\s*m\.?)?", re.I)
+RELATION_OPS = (("\\leq", "<="), ("\\geq", ">="), ("\\ne", "!="), ("<=", "<="), (">=", ">="),
+                ("!=", "!="), ("=", "="), ("<", "<"), (">", ">"), ("\\approx", "="),
+                ("\\equiv", "="))
+RELATION_SPLIT = re.compile(r"\\leq(?![a-z])|\\geq(?![a-z])|\\ne(?![a-z])|<=|>=|!=|\\approx|=|<|>")
+FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
+MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^}]*\})?(.*?)\\end\{\1\}", re.S)
+WORD_SEPARATOR = re.compile(r"\s+(?:and|or)\s+|\s*;\s*", re.I)
+LONE_SYMBOL = re.compile(
+    r"(?:[A-Za-z]|\\[a-zA-Z]+)(?:_\s*\{?[\w,]+\}?)?(?:\([a-z,\s]*\))?'?|\|[A-Za-z]+\||"
+    r"\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[A-Za-z_{}0-9\\]+\s*:\s*[A-Za-z_{}0-9\\]+|"
+    r"\((?:[A-Za-z](?:_\{?\w+\}?)?\s*,\s*)+[A-Za-z](?:_\{?\w+\}?)?\)|[A-Za-z]{1,3}"
+)
+TEXT_WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+LATEX_WORDS = {"sqrt", "frac", "sin", "cos", "tan", "log", "ln", "exp", "pi", "infty", "cup",
+               "cap", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "mod", "pmod", "cdot",
+               "times", "begin", "end", "pmatrix", "bmatrix", "matrix", "array", "dots",
+               "ldots", "cdots", "circ", "emptyset", "varnothing", "text"}
+
+
+def parse_number(text: str, *, percent: bool = False) -> Number | None:
+    """A plain number: integer, decimal, fraction, mixed number, scientific notation."""
+    text = text.strip().replace(" ", "") if len(text) < 60 else text.strip()
+    if text.startswith("+"):
+        text = text[1:]
+    if DECIMAL.fullmatch(text):
+        places = len(text.split(".")[1]) if "." in text else None
+        if places == 0:
+            places = None
+        return Number(Fraction(text), places, percent)
+    match = SCIENTIFIC.fullmatch(text)
+    if match:
+        mantissa, exponent = match.group(1), int(match.group(2) or match.group(3))
+        if abs(exponent) > 400:
+            return None
+        places = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        value = Fraction(mantissa) * Fraction(10) ** exponent
+        return Number(value, places - exponent if places - exponent > 0 else None, percent)
+    for pattern in (FRACTION, SLASH, MIXED):
+        match = pattern.fullmatch(text)
+        if match:
+            return Number(fraction_of(pattern, match), None, percent)
+    return None
+
+
+def fraction_of(pattern: re.Pattern[str], match: re.Match[str]) -> Fraction:
+    if pattern is FRACTION:
+        numerator = int(match.group(2) or match.group(3))
+        denominator = int(match.group(4) or match.group(5))
+        value = Fraction(numerator, denominator) if denominator else Fraction(0)
+        return -value if match.group(1) == "-" else value
+    if pattern is SLASH:
+        denominator = int(match.group(2))
+        return Fraction(int(match.group(1)), denominator) if denominator else Fraction(0)
+    whole, numerator, denominator = (int(match.group(i)) for i in (2, 3, 4))
+    value = whole + (Fraction(numerator, denominator) if denominator else 0)
+    return -value if match.group(1) == "-" else value
+
+
+def bracket_kind(text: str) -> tuple[str, str, str] | None:
+    """(opener, body, closer) when ``text`` is one bracketed group."""
+    text = text.strip()
+    if text.startswith("\\{") and text.endswith("\\}"):
+        body = text[2:-2]
+        return ("{", body, "}") if balanced(body) else None
+    if len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
+        body = text[1:-1]
+        return (text[0], body, text[-1]) if balanced(body) else None
+    if len(text) >= 2 and text[0] == "{" and text[-1] == "}":
+        body = text[1:-1]
+        return ("", body, "") if balanced(body) else None
+    return None
+
+
+def balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def looks_like_text(text: str) -> bool:
+    words = [w for w in TEXT_WORD.findall(text) if w.lower() not in LATEX_WORDS]
+    return bool(words)
+
+
+def parse_tree(norm: Normalized) -> Any:
+    """The answer tree of a normalised answer (top level carries the percent flag)."""
+    return parse_node(norm.text, percent=norm.percent, top=True)
+
+
+def parse_node(text: str, *, percent: bool = False, top: bool = False) -> Any:
+    text = strip_delimiters(text.strip())
+    if not text:
+        return Text("")
+    number = parse_number(text, percent=percent)
+    if number is not None:
+        return number
+    for parser in NODE_PARSERS:
+        node = parser(text, percent)
+        if node is not None:
+            return node
+    if looks_like_text(text):
+        return Text(canonical_text(text))
+    return Expr(text, percent)
+
+
+def parse_time(text: str, percent: bool) -> Time | None:
+    match = TIME.fullmatch(text)
+    if not match:
+        return None
+    half = (match.group(3) or "").lower()
+    return Time(int(match.group(1)), int(match.group(2)), half + "m" if half else "")
+
+
+def parse_words_list(text: str, percent: bool) -> Seq | None:
+    parts = [p for p in WORD_SEPARATOR.split(text) if p.strip()]
+    if len(parts) < 2 or not all(balanced(p) for p in parts):
+        return None
+    items: list[Any] = []
+    for part in parts:
+        node = parse_node(part)
+        items.extend(node.items if isinstance(node, Seq) and node.kind == "list" else [node])
+    return Seq("list", tuple(items))
+
+
+def parse_comma_list(text: str, percent: bool) -> Seq | None:
+    parts = split_top_level(text, ",")
+    if len(parts) < 2 or any(not p.strip() for p in parts):
+        return None
+    if any(RELATION_SPLIT.search(p) for p in parts) and not all(RELATION_SPLIT.search(p) for p in parts):
+        # "x = 1, 2" -> lhs applies to the first item only; keep the items as values
+        parts = [lone_rhs(p) if RELATION_SPLIT.search(p) else p for p in parts]
+    return Seq("list", tuple(parse_node(p) for p in parts))
+
+
+def lone_rhs(text: str) -> str:
+    pieces = RELATION_SPLIT.split(text)
+    return pieces[-1] if len(pieces) == 2 and LONE_SYMBOL.fullmatch(pieces[0].strip()) else text
+
+
+def parse_union(text: str, percent: bool) -> Union | None:
+    parts = re.split(r"\\cup(?![a-z])", text)
+    if len(parts) < 2:
+        return None
+    return Union(tuple(parse_node(p) for p in parts))
+
+
+def parse_pm(text: str, percent: bool) -> Seq | None:
+    if text.count("\\pm") != 1 or "\\mp" in text:
+        return None
+    return Seq("set", (parse_node(text.replace("\\pm", "+")), parse_node(text.replace("\\pm", "-"))))
+
+
+def parse_matrix(text: str, percent: bool) -> Matrix | None:
+    inner = text.strip()
+    bracket = bracket_kind(inner)
+    if bracket and bracket[0] in "([":
+        inner = bracket[1].strip()
+    match = MATRIX.fullmatch(inner)
+    if not match:
+        return None
+    rows = [r for r in re.split(r"\\\\", match.group(2)) if r.strip()]
+    cells = tuple(tuple(parse_node(c) for c in row.split("&")) for row in rows)
+    if len({len(r) for r in cells}) > 1:
+        return None
+    return Matrix(cells)
+
+
+def parse_bracketed(text: str, percent: bool) -> Any:
+    bracket = bracket_kind(text)
+    if bracket is None:
+        return None
+    opener, body, closer = bracket
+    if not opener:  # plain grouping braces: {1,3} is a bare list
+        node = parse_node(body)
+        return node
+    parts = split_top_level(body, ",;")
+    items = tuple(parse_node(p) for p in parts if p.strip())
+    if opener == "{":
+        return Seq("set", items, "{", "}")
+    if len(items) == 1 and opener == "(" and closer == ")":
+        return items[0]
+    kind = "tuple" if opener == "(" and closer == ")" else "interval"
+    return Seq(kind, items, opener, closer)
+
+
+def parse_relation(text: str, percent: bool) -> Any:
+    pieces = RELATION_SPLIT.split(text)
+    if len(pieces) < 2 or any(not p.strip() for p in pieces):
+        return None
+    ops = [canonical_op(m.group(0)) for m in RELATION_SPLIT.finditer(text)]
+    if len(pieces) == 3 and ops[0] in "<<=" and ops[1] in "<<=" and ops[0] != "=" and ops[1] != "=":
+        return chain(pieces, ops)
+    if len(pieces) == 3 and ops[0] in (">", ">=") and ops[1] in (">", ">="):
+        return chain(pieces[::-1], [FLIP[ops[1]], FLIP[ops[0]]])
+    if all(op == "=" for op in ops):
+        return Relation("=", pieces[0].strip(), pieces[-1].strip())  # x = a = b -> x = b
+    if len(pieces) == 2:
+        return Relation(ops[0], pieces[0].strip(), pieces[1].strip())
+    return None
+
+
+def chain(pieces: list[str], ops: list[str]) -> Chain | None:
+    low, var, high = (p.strip() for p in pieces)
+    if not LONE_SYMBOL.fullmatch(var):
+        return None
+    interval = Seq("interval", (parse_node(low), parse_node(high)),
+                   "(" if ops[0] == "<" else "[", ")" if ops[1] == "<" else "]")
+    return Chain(var, interval)
+
+
+def canonical_op(op: str) -> str:
+    for spelled, canonical in RELATION_OPS:
+        if op == spelled:
+            return canonical
+    return op
+
+
+def parse_membership(text: str, percent: bool) -> Any:
+    match = re.fullmatch(r"([A-Za-z](?:_\{?\w+\}?)?)\s*\\in\s*(.+)", text, re.S)
+    if not match:
+        return None
+    return parse_node(match.group(2))
+
+
+def parse_base(text: str, percent: bool) -> BaseNumeral | None:
+    match = BASE.fullmatch(text)
+    if not match or not 2 <= int(match.group(2)) <= 36:
+        return None
+    return BaseNumeral(match.group(1), int(match.group(2)))
+
+
+#: Tree parsers in order of precedence (the first that recognises the text wins).
+NODE_PARSERS = (
+    parse_time,
+    parse_base,
+    parse_matrix,
+    parse_words_list,
+    parse_membership,
+    parse_comma_list,
+    parse_union,
+    parse_pm,
+    parse_relation,
+    parse_bracketed,
+)
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+
+def numbers_equal(pred: Number, gold: Number) -> bool:
+    return any(
+        values_close(p, p_places, g, g_places)
+        for p, p_places in pred.readings()
+        for g, g_places in gold.readings()
+    )
+
+
+def values_close(p: Fraction, p_places: int | None, g: Fraction, g_places: int | None) -> bool:
+    """Exact for exact values; half a unit in the last place of the decimal approximation."""
+    if p == g:
+        return True
+    if p_places is None and g_places is None:
+        return False
+    if g_places is not None and (p_places is None or p_places >= g_places):
+        places = g_places  # the gold is the coarser (or only) approximation
+    elif p_places is not None and g_places is None:
+        places = p_places
+    else:
+        return False  # the prediction is coarser than the gold decimal
+    tolerance = Fraction(1, 2 * 10**places) + abs(g) * Fraction(1, 10**12)
+    return abs(p - g) <= tolerance
+
+
+def nodes_equal(pred: Any, gold: Any) -> bool:
+    """Structural equivalence of two answer trees (SymPy only at the leaves)."""
+    for rule in COMPARISON_RULES:
+        verdict = rule(pred, gold)
+        if verdict is not None:
+            return verdict
+    return sympy_equal(pred, gold)
+
+
+def compare_same_number(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Number) and isinstance(gold, Number):
+        return numbers_equal(pred, gold)
+    return None
+
+
+def compare_text(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Text) or isinstance(gold, Text):
+        pred_key = pred.text if isinstance(pred, Text) else canonical_text(leaf_text(pred))
+        gold_key = gold.text if isinstance(gold, Text) else canonical_text(leaf_text(gold))
+        return bool(pred_key) and pred_key == gold_key
+    return None
+
+
+def leaf_text(node: Any) -> str:
+    return getattr(node, "latex", None) or str(getattr(node, "value", node))
+
+
+def compare_time(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Time) or isinstance(gold, Time):
+        return pred == gold
+    return None
+
+
+def compare_base(pred: Any, gold: Any) -> bool | None:
+    if not (isinstance(pred, BaseNumeral) or isinstance(gold, BaseNumeral)):
+        return None
+    if isinstance(pred, BaseNumeral) and isinstance(gold, BaseNumeral):
+        try:
+            return int(pred.digits, pred.base) == int(gold.digits, gold.base)
+        except ValueError:
+            return pred == gold
+    numeral, other = (pred, gold) if isinstance(pred, BaseNumeral) else (gold, pred)
+    return isinstance(other, Number) and other.places is None and other.value.denominator == 1 \
+        and str(other.value.numerator) == numeral.digits  # the digits, base left implicit
+
+
+def compare_sequences(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Seq) and isinstance(gold, Seq):
+        return sequences_equal(pred, gold)
+    if isinstance(pred, Seq) and len(pred.items) == 1 and pred.kind in ("list", "set"):
+        return nodes_equal(pred.items[0], gold)
+    if isinstance(gold, Seq) and len(gold.items) == 1 and gold.kind in ("list", "set"):
+        return nodes_equal(pred, gold.items[0])
+    if isinstance(pred, Seq) or isinstance(gold, Seq):
+        return False if not (isinstance(pred, Relation | Chain) or isinstance(gold, Relation | Chain)) else None
+    return None
+
+
+def sequences_equal(pred: Seq, gold: Seq) -> bool:
+    if len(pred.items) != len(gold.items):
+        return False
+    if "interval" in (pred.kind, gold.kind):
+        if (pred.opener, pred.closer) != (gold.opener, gold.closer):
+            return False
+        return all(nodes_equal(p, g) for p, g in zip(pred.items, gold.items, strict=True))
+    if "tuple" in (pred.kind, gold.kind):
+        if pred.kind == "set" or gold.kind == "set":
+            return False
+        return all(nodes_equal(p, g) for p, g in zip(pred.items, gold.items, strict=True))
+    return unordered_equal(pred.items, gold.items)
+
+
+def unordered_equal(pred: tuple[Any, ...], gold: tuple[Any, ...]) -> bool:
+    """A perfect matching between the two item lists (greedy over equivalent pairs)."""
+    unmatched = list(gold)
+    for item in pred:
+        for i, candidate in enumerate(unmatched):
+            if nodes_equal(item, candidate):
+                del unmatched[i]
+                break
+        else:
+            return False
+    return not unmatched
+
+
+def compare_unions(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Union) and isinstance(gold, Union):
+        return unordered_equal(pred.parts, gold.parts)
+    if isinstance(pred, Union) or isinstance(gold, Union):
+        return False
+    return None
+
+
+def compare_matrices(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Matrix) and isinstance(gold, Matrix):
+        if len(pred.rows) != len(gold.rows) or any(len(a) != len(b) for a, b in zip(pred.rows, gold.rows, strict=True)):
+            return False
+        return all(nodes_equal(p, g) for a, b in zip(pred.rows, gold.rows, strict=True) for p, g in zip(a, b, strict=True))
+    if isinstance(pred, Matrix) and isinstance(gold, Seq) and gold.kind == "tuple":
+        return compare_matrices(pred, column_matrix(gold))
+    if isinstance(gold, Matrix) and isinstance(pred, Seq) and pred.kind == "tuple":
+        return compare_matrices(column_matrix(pred), gold)
+    return None
+
+
+def column_matrix(seq: Seq) -> Matrix:
+    return Matrix(tuple((item,) for item in seq.items))
+
+
+def compare_relations(pred: Any, gold: Any) -> bool | None:
+    if isinstance(pred, Chain) and isinstance(gold, Chain):
+        return pred.var.replace(" ", "") == gold.var.replace(" ", "") and nodes_equal(pred.interval, gold.interval)
+    if isinstance(pred, Chain):
+        return nodes_equal(pred.interval, gold) if isinstance(gold, Seq) else False
+    if isinstance(gold, Chain):
+        return nodes_equal(pred, gold.interval) if isinstance(pred, Seq) else False
+    pred_value = assigned_value(pred)
+    gold_value = assigned_value(gold)
+    if isinstance(pred, Relation) and isinstance(gold, Relation):
+        if pred_value is not None and gold_value is not None and same_symbol(pred.lhs, gold.lhs):
+            return nodes_equal(parse_node(pred.rhs), parse_node(gold.rhs))
+        return relations_equal(pred, gold)
+    if isinstance(pred, Relation):
+        return pred_value is not None and nodes_equal(parse_node(pred_value), gold)
+    if isinstance(gold, Relation):
+        return gold_value is not None and nodes_equal(pred, parse_node(gold_value))
+    return None
+
+
+def assigned_value(node: Any) -> str | None:
+    """``rhs`` of ``symbol = rhs`` (a lone symbol, ``f(x)``, ``|AB|``, ``A:B``, ``(p,q)``)."""
+    if isinstance(node, Relation) and node.op == "=" and LONE_SYMBOL.fullmatch(node.lhs.strip()):
+        return node.rhs
+    return None
+
+
+def same_symbol(a: str, b: str) -> bool:
+    return re.sub(r"[\s{}]", "", a) == re.sub(r"[\s{}]", "", b)
+
+
+def relations_equal(pred: Relation, gold: Relation) -> bool:
+    """Relations up to a factor: equations any non-zero factor, inequalities a positive one."""
+    pred_op, gold_op = pred.op, gold.op
+    pred_lhs, pred_rhs = pred.lhs, pred.rhs
+    if pred_op != gold_op and FLIP[pred_op] == gold_op:
+        pred_op, pred_lhs, pred_rhs = gold_op, pred_rhs, pred_lhs
+    if pred_op != gold_op:
+        return False
+    if same_symbol(pred_lhs, gold.lhs) and nodes_equal(parse_node(pred_rhs), parse_node(gold.rhs)):
+        return True
+    return sympy_relation_equal(pred_op, pred_lhs, pred_rhs, gold.lhs, gold.rhs)
+
+
+#: Structural comparison rules, tried in order; ``None`` means "not mine".
+COMPARISON_RULES = (
+    compare_same_number,
+    compare_time,
+    compare_base,
+    compare_matrices,
+    compare_unions,
+    compare_relations,
+    compare_sequences,
+    compare_text,
+)
+
+
+# --- SymPy leaves -----------------------------------------------------------------------------
+
+
+def to_sympy(node: Any) -> Any:
+    """A SymPy object for a leaf node (raises on anything unparsable)."""
+    import sympy
+
+    if isinstance(node, Number):
+        if node.places is None:
+            return sympy.Rational(node.value.numerator, node.value.denominator)
+        return sympy.Float(float(node.value), 30)
+    if isinstance(node, Expr):
+        return latex_to_sympy(node.latex)
+    raise TypeError(f"no SymPy form for {type(node).__name__}")
+
+
+def latex_to_sympy(latex: str) -> Any:
+    from latex2sympy2_extended import latex2sympy
+    from latex2sympy2_extended.math_normalization import NormalizationConfig
+
+    config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True,
+                                 nits=False, boxed="none", equations=False)
+    latex = latex.replace("\\ne ", "\\neq ")
+    return latex2sympy(latex, normalization_config=config)
+
+
+def sympy_equal(pred: Any, gold: Any) -> bool:
+    try:
+        a, b = to_sympy(pred), to_sympy(gold)
+    except ComparisonTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unparsable LaTeX is a wrong answer, not a crash
+        log.debug("sympy parse failed: %s", exc)
+        return False
+    return sympy_values_equal(a, b)
+
+
+def sympy_values_equal(a: Any, b: Any) -> bool:
+    import sympy
+
+    try:
+        if a == b:
+            return True
+        if isinstance(a, sympy.MatrixBase) or isinstance(b, sympy.MatrixBase):
+            return isinstance(a, sympy.MatrixBase) and isinstance(b, sympy.MatrixBase) \
+                and a.shape == b.shape and all(sympy_values_equal(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(a, sympy.Set) or isinstance(b, sympy.Set):
+            return bool(isinstance(a, sympy.Set) and isinstance(b, sympy.Set) and a == b)
+        if isinstance(a, sympy.Basic) and isinstance(b, sympy.Basic) and \
+                isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
+            return expressions_equal(a, b)
+        if isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq):
+            return equations_proportional(a.lhs - a.rhs, b.lhs - b.rhs)
+    except ComparisonTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SymPy raises many types on odd input
+        log.debug("sympy comparison failed: %s", exc)
+    return False
+
+
+def expressions_equal(a: Any, b: Any) -> bool:
+    import sympy
+
+    if a.free_symbols or b.free_symbols:
+        if a.free_symbols != b.free_symbols:
+            difference = sympy.simplify(a - b)
+            return difference == 0
+        return sympy.simplify(a - b) == 0
+    if a.has(sympy.Float) or b.has(sympy.Float):
+        return floats_close(a, b)
+    difference = sympy.nsimplify(a - b) if False else sympy.simplify(a - b)
+    if difference == 0:
+        return True
+    value = sympy.N(difference, 40)
+    return value.is_number and abs(value) < sympy.Float("1e-30") * max(1, abs(sympy.N(b, 40)))
+
+
+def floats_close(a: Any, b: Any) -> bool:
+    """Decimal approximation against an exact value: half a unit in the 6th significant place."""
+    import sympy
+
+    x, y = sympy.N(a, 30), sympy.N(b, 30)
+    if not (x.is_real and y.is_real):
+        return bool(abs(sympy.N(a - b, 30)) < 1e-9)
+    scale = max(abs(x), abs(y), 1)
+    return bool(abs(x - y) <= 1e-6 * scale)
+
+
+def equations_proportional(e1: Any, e2: Any) -> bool:
+    import sympy
+
+    if e2 == 0:
+        return e1 == 0
+    ratio = sympy.simplify(e1 / e2)
+    return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+
+
+def sympy_relation_equal(op: str, pred_lhs: str, pred_rhs: str, gold_lhs: str, gold_rhs: str) -> bool:
+    import sympy
+
+    try:
+        e1 = latex_to_sympy(pred_lhs) - latex_to_sympy(pred_rhs)
+        e2 = latex_to_sympy(gold_lhs) - latex_to_sympy(gold_rhs)
+    except ComparisonTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        log.debug("relation parse failed: %s", exc)
+        return False
+    try:
+        if e2 == 0:
+            return e1 == 0
+        ratio = sympy.simplify(e1 / e2)
+        if not (ratio.is_number and ratio.is_finite and ratio != 0):
+            return False
+        if op in ("=", "!="):
+            return True
+        return bool(ratio > 0)
+    except ComparisonTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        log.debug("relation comparison failed: %s", exc)
+        return False
+
+
+# --- public -----------------------------------------------------------------------------------
+
+
+def judge(pred: str | None, gold: str | None, *, timeout: float | None = 5.0) -> str:
+    """``correct``, ``wrong``, ``invalid`` (pre-screen refused) or ``timeout``."""
+    if pred is None or gold is None or not str(pred).strip() or not str(gold).strip():
+        return "wrong"
+    pred, gold = str(pred), str(gold)
+    try:
+        prescreen(pred)
+        prescreen(gold)
+    except AnswerRefused as exc:
+        log.debug("refused: %s", exc)
+        return "invalid"
+    try:
+        with deadline(timeout):
+            return "correct" if answers_equal(pred, gold) else "wrong"
+    except ComparisonTimeout:
+        return "timeout"
+    except RecursionError:
+        return "invalid"
+
+
+def answers_equal(pred: str, gold: str) -> bool:
+    norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
+    if not norm_pred.text or not norm_gold.text:
+        return False
+    if canonical_text(norm_pred.text) == canonical_text(norm_gold.text):
+        return True
+    if norm_pred.percent and not norm_gold.percent and norm_gold.decorated:
+        return False
+    return nodes_equal(parse_tree(norm_pred), parse_tree(norm_gold))
+
+
+def is_equivalent(pred: str | None, gold: str | None, *, timeout: float = 5.0) -> bool:
+    """True when ``pred`` and ``gold`` denote the same mathematical answer."""
+    return judge(pred, gold, timeout=timeout) == "correct"
