@@ -1,11 +1,25 @@
-"""`qwen-math eval`: evaluate a model on benchmarks into a resumable run directory."""
+"""`qwen-math eval`: evaluate a model on benchmarks into a resumable run directory.
+
+``--output-dir DIR`` is the run directory itself: ``DIR/manifest.json``, per dataset
+``DIR/<dataset>/samples.jsonl`` (appended and flushed per sample), ``problems.jsonl`` (the
+official Qwen2.5-Math keys) and ``metrics.json``. Rerunning the same command resumes after any
+interruption; a different configuration is refused (exit 5) unless ``--overwrite``;
+``--extend-n N`` raises the run to N samples per problem. Without ``--output-dir`` the run
+goes to ``runs/<model>-<datasets>-<mode>-n<n>-seed<seed>`` (the same folder for the same
+command, so rerunning it resumes). Ctrl-C or SIGTERM stop cleanly with exit 3 (resumable).
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from qwen_math.commands import flags
-from qwen_math.errors import EnvironmentUnavailable
+from qwen_math.errors import UsageError
 
 HELP = "Evaluate on benchmarks (resumable runs, maj@k / pass@k metrics)."
 
@@ -25,7 +39,77 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory")
     parser.add_argument("--extend-n", dest="extend_n", type=int, default=None,
                         help="raise an existing run to N samples per problem")
+    parser.add_argument("--grader-workers", dest="grader_workers", type=int, default=None,
+                        help="grader worker processes (default: the grader's own choice)")
+    parser.add_argument("--grader-timeout", dest="grader_timeout", type=float, default=5.0,
+                        help="seconds per answer comparison before it counts as a timeout (default 5)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress line on stderr")
+    parser.add_argument("--progress-interval", dest="progress_interval", type=float, default=10.0,
+                        help="seconds between plain progress lines when stderr is not a terminal (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EnvironmentUnavailable("`qwen-math eval` is not available in this build yet")
+    from qwen_math.runs.report import format_table, load_run_report
+    from qwen_math.runs.run import evaluate
+
+    config = config_from_args(args)
+    with interrupt_on_sigterm():
+        result = evaluate(config)
+    print(format_table(load_run_report(result.run_dir)))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def config_from_args(args: argparse.Namespace):  # -> EvalConfig
+    from qwen_math.backends.base import BackendOptions
+    from qwen_math.runs.run import EvalConfig
+
+    datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
+    if not datasets:
+        raise UsageError("--datasets is empty; name at least one benchmark (e.g. gsm8k)")
+    if args.n < 1:
+        raise UsageError(f"-n must be >= 1, got {args.n}")
+    sampling = flags.sampling_from_args(args)
+    output_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args, datasets)
+    options = BackendOptions(model=args.model, device=args.device, dtype=args.dtype,
+                             script=args.script, seed=args.seed)
+    return EvalConfig(
+        datasets=datasets, output_dir=output_dir, mode=args.mode, sampling=sampling,
+        max_tool_calls=args.max_tool_calls, backend=args.backend, backend_options=options,
+        prompt_style=args.prompt, data_dir=args.data_dir, split=args.split, limit=args.limit,
+        overwrite=args.overwrite, extend_n=args.extend_n, grader_workers=args.grader_workers,
+        grader_timeout_s=args.grader_timeout, progress=args.progress,
+        progress_interval_s=args.progress_interval, command=tuple(_argv()),
+    )
+
+
+def default_run_dir(args: argparse.Namespace, datasets: tuple[str, ...]) -> Path:
+    model = Path(args.model.rstrip("/")).name or "model"
+    names = "+".join(Path(d).stem for d in datasets)
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model}-{names}-{args.mode}-n{args.n}-seed{args.seed}")
+    return Path("runs") / slug
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C: flushed, exit 3, resumable."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

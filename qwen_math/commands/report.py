@@ -1,22 +1,35 @@
-"""`qwen-math report`: Print a run's metrics table; write an HTML report with plots.
+"""`qwen-math report`: print a run's metrics table; write an HTML report with plots.
 
-Not implemented yet in this release: the command parses its flags and says so (exit 4).
+``qwen-math report RUN_DIR`` prints datasets x metrics (acc, maj@n, pass@n with 95 %
+intervals). ``--html`` also writes ``RUN_DIR/report/report.html`` (self-contained: plots are
+embedded, no network needed) and the plots as PNG files next to it: ``curves.png`` (maj@k and
+pass@k against k), ``breakdown_<dataset>.png`` (accuracy by level/subject), ``agreement.png``
+(answer-agreement histogram). ``--json`` prints the run's ``metrics.json`` instead.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from qwen_math.errors import EnvironmentUnavailable
+import json
 
 HELP = "Print a run's metrics table; write an HTML report with plots."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `eval`")
-    parser.add_argument("--html", action="store_true", help="also write RUN_DIR/report.html and PNG plots")
+    parser.add_argument("--html", action="store_true", help="also write RUN_DIR/report/report.html and PNG plots")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EnvironmentUnavailable("`qwen-math report` is not available in this build yet")
+    from qwen_math.runs.report import format_table, load_run_report, write_html_report
+
+    report = load_run_report(args.run_dir)
+    if args.json:
+        print(json.dumps({"datasets": {d.name: d.metrics for d in report.datasets}}, indent=2))
+    else:
+        print(format_table(report))
+    if args.html:
+        path = write_html_report(report)
+        print(f"HTML report: {path}")
+    return 0

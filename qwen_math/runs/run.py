@@ -60,6 +60,7 @@ class EvalConfig:
     max_tool_calls: int = 4
     backend: str = "hf"
     backend_options: BackendOptions = field(default_factory=BackendOptions)
+    prompt_style: str | None = None  # None: the strategy's default (instruct)
     data_dir: str | None = None
     split: str = "test"
     limit: int | None = None
@@ -149,6 +150,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
     s = config.sampling
     fields: dict[str, Any] = {
         "mode": config.mode,
+        "prompt.style": config.prompt_style or "instruct",
         "prompt.sha256": prompt_sha256,
         "sampling.n": s.n,
         "sampling.temperature": s.temperature,
@@ -228,6 +230,7 @@ def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[s
         "split": config.split,
         "limit": config.limit,
         "mode": config.mode,
+        "prompt_style": config.prompt_style or "instruct",
         "sampling": {"n": s.n, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
                      "max_tokens": s.max_tokens, "seed": s.seed, "stop": list(s.stop)},
         "max_tool_calls": config.max_tool_calls,
