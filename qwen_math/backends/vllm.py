@@ -41,6 +41,7 @@ from qwen_math.backends.base import (
     GenerationRequest,
     run_to_completion,
 )
+from qwen_math.backends.limits import context_full, new_token_budget
 from qwen_math.config import SamplingConfig
 from qwen_math.errors import EnvironmentUnavailable, UsageError
 
@@ -164,11 +165,6 @@ def completion_from_output(request_id: str, output: Any, *, prompt_tokens: int) 
         completion_tokens=len(token_ids),
         stop_string=stop_string,
     )
-
-
-def context_full(request_id: str, prompt_tokens: int) -> Completion:
-    """The completion of a request whose prompt already fills the context window."""
-    return Completion(request_id, "", (), "length", prompt_tokens, 0)
 
 
 def stop_token_ids(checkpoint: Path, tokenizer: Any) -> tuple[int, ...]:
@@ -391,15 +387,14 @@ class VLLMBackend:
 
     def add_request(self, request: GenerationRequest) -> None:
         prompt_ids = tuple(self.encode(request.prompt))
-        room = self.context_window - len(prompt_ids)
-        if room <= 0:
+        budget = new_token_budget(
+            request.sampling, prompt_tokens=len(prompt_ids), context_window=self.context_window
+        )
+        if budget == 0:
             self._ready.append(context_full(request.request_id, len(prompt_ids)))
             return
         params = sampling_params_kwargs(
-            request.sampling,
-            seed=request.seed,
-            max_tokens=min(request.sampling.max_tokens, room),
-            stop_token_ids=self.stop_ids,
+            request.sampling, seed=request.seed, max_tokens=budget, stop_token_ids=self.stop_ids
         )
         engine_request = EngineRequest(request.request_id, prompt_ids, params)
         if self.local is not None:
