@@ -3,13 +3,17 @@
 ``-n/--n`` (alias ``--n_sampling``), ``--temperature`` (0 when n = 1, else 0.7), ``--top-p``
 (1.0 when greedy, else 0.8), ``--top-k``, ``--max-tokens`` (alias ``--max_tokens_per_call``),
 ``--max-tool-calls``, ``--seed``, ``--mode``, ``--model`` (alias ``--model_name_or_path``),
-``--backend``. Defaults that depend on other flags are resolved in ``sampling_from_args``.
+``--backend``, and the vllm/openai backend flags (``--tensor-parallel-size``, ``--base-url``,
+...; ``add_scale_flags``). Defaults that depend on other flags are resolved in
+``sampling_from_args``; ``backend_options_from_args`` builds the ``BackendOptions``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from qwen_math.backends.base import BackendOptions
 from qwen_math.config import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_MAX_TOOL_CALLS,
@@ -60,6 +64,47 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prompt", default=None,
                        help="prompt family: instruct (chat template, default) or few-shot "
                             "(for base models)")
+    add_scale_flags(parser)
+
+
+def add_scale_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the vllm and openai backends (see ``BackendOptions``)."""
+    defaults = BackendOptions()
+    group = parser.add_argument_group("vllm backend (several GPUs)")
+    group.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", type=int,
+                       default=defaults.tensor_parallel_size,
+                       help="GPUs per engine, tensor parallel (default 1)")
+    group.add_argument("--pipeline-parallel-size", "-pp", dest="pipeline_parallel_size", type=int,
+                       default=defaults.pipeline_parallel_size,
+                       help="pipeline stages per engine (default 1)")
+    group.add_argument("--data-parallel-size", "-dp", dest="data_parallel_size", type=int,
+                       default=defaults.data_parallel_size,
+                       help="engines, one per GPU group of tp x pp GPUs (default 1)")
+    group.add_argument("--gpu-memory-utilization", dest="gpu_memory_utilization", type=float,
+                       default=defaults.gpu_memory_utilization,
+                       help=f"fraction of each GPU vLLM may use (default {defaults.gpu_memory_utilization})")
+    group.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
+                       help="turn off vLLM's prefix caching (on by default: cheap TIR resumes)")
+    group = parser.add_argument_group("openai backend (an OpenAI-compatible server)")
+    group.add_argument("--base-url", dest="base_url", default=None,
+                       help="server URL including /v1, e.g. http://127.0.0.1:8000/v1")
+    group.add_argument("--api-key-env", dest="api_key_env", default=defaults.api_key_env,
+                       help=f"environment variable holding the API key (default {defaults.api_key_env})")
+    group.add_argument("--max-concurrency", dest="max_concurrency", type=int,
+                       default=defaults.max_concurrency,
+                       help=f"requests in flight to the server (default {defaults.max_concurrency})")
+    group.add_argument("--request-timeout", dest="request_timeout_s", type=float,
+                       default=defaults.request_timeout_s,
+                       help=f"seconds per HTTP attempt (default {defaults.request_timeout_s:g})")
+    group.add_argument("--max-retries", dest="max_retries", type=int, default=defaults.max_retries,
+                       help="retries on 429, 5xx, connection errors and timeouts "
+                            f"(default {defaults.max_retries})")
+
+
+def backend_options_from_args(args: argparse.Namespace) -> BackendOptions:
+    """The ``BackendOptions`` the flags describe: every field that has a flag of its name."""
+    names = {field.name for field in dataclasses.fields(BackendOptions)}
+    return BackendOptions(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def sampling_from_args(args: argparse.Namespace, *, stop: tuple[str, ...] = ()) -> SamplingConfig:
