@@ -286,7 +286,7 @@ def evaluate(
 
     config = resolve_extend_n(config)
     datasets = load_datasets(config)
-    prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.backend_options)
+    prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.prompt_style)
     fingerprint = Fingerprint(fingerprint_fields(config, datasets, prompt_sha256))
     layout, previous = open_run(config, fingerprint, datasets)
     with _resources(config, backend, sandbox_pool, grader) as (backend, sandbox_pool, grader):
