@@ -1,0 +1,68 @@
+"""Grading the samples of a run as they complete, through ``eval``'s worker pool.
+
+``SampleGrader`` owns one grader pool for the whole run (started lazily, closed with the run)
+and grades one finished sample at a time, so each record is written with its verdict the
+moment its sample completes. The answer it grades is the one the strategy committed to
+(``SampleResult.answer``: the ``\\boxed{}`` of a CoT/TIR transcript, the program's value in
+PoT); a sample without one is ``no_answer`` without a trip to the pool.
+
+A grader failure (a crashed pool, an unexpected exception) never ends the run: the sample is
+recorded with ``grade_status = "error"`` and ``correct = None``, counted in ``metrics.json``
+(``counters.grader_errors``), and ``qwen-math rescore`` can grade it again later.
+
+What it deliberately does not do: extract or compare answers itself (``eval.grade`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool | None
+    status: str  # correct | wrong | no_answer | timeout | invalid | error
+    answer: str | None
+
+
+class SampleGrader:
+    """Grades one sample at a time on a pool that lives as long as the run."""
+
+    def __init__(self, *, workers: int | None = None, timeout_s: float = 5.0) -> None:
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self._pool: Any = None
+
+    def grade(self, *, response: str, answer: str | None, gold: Any, dataset: str, mode: str) -> Verdict:
+        """The verdict on one sample's committed ``answer``; never raises."""
+        if answer is None:
+            return Verdict(False, "no_answer", None)
+        try:
+            (grade,) = self.grade_items([(answer, str(gold), dataset)])
+        except Exception as exc:  # noqa: BLE001 - recorded on the sample, the run goes on
+            log.warning("grader failed on a %s sample (%s: %s); recorded as grade_status=error",
+                        dataset, type(exc).__name__, exc)
+            return Verdict(None, "error", answer)
+        return Verdict(bool(grade), grade.status, answer)
+
+    def grade_items(self, items: list[tuple[str, str, str]]) -> list[Any]:
+        """``eval``'s grades of ``(answer, gold, dataset)`` items, on the run's pool."""
+        from eval.grade import grade_answers
+
+        return grade_answers(items, pool=self._get_pool(), timeout=self.timeout_s)
+
+    def _get_pool(self) -> Any:
+        if self._pool is None:
+            from eval.grade import GraderPool
+
+            self._pool = GraderPool(workers=self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
