@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def config_from_args(args: argparse.Namespace):  # -> EvalConfig
-    from qwen_math.backends.base import BackendOptions
     from qwen_math.runs.run import EvalConfig
 
     datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
@@ -72,8 +71,7 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         raise UsageError(f"-n must be >= 1, got {args.n}")
     sampling = flags.sampling_from_args(args)
     output_dir = Path(args.output_dir) if args.output_dir else default_run_dir(args, datasets)
-    options = BackendOptions(model=args.model, device=args.device, dtype=args.dtype,
-                             script=args.script, seed=args.seed)
+    options = flags.backend_options_from_args(args)
     return EvalConfig(
         datasets=datasets, output_dir=output_dir, mode=args.mode, sampling=sampling,
         max_tool_calls=args.max_tool_calls, backend=args.backend, backend_options=options,

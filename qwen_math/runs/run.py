@@ -418,7 +418,7 @@ def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, s
     yield from generate_samples(
         inputs, mode=config.mode, sampling=config.sampling, backend=backend,
         max_tool_calls=config.max_tool_calls, sandbox_pool=sandbox_pool, skip=frozenset(skip),
-        samples=range(config.sampling.n),
+        samples=range(config.sampling.n), prompt_style=config.prompt_style or "instruct",
     )
 
 

@@ -1,0 +1,121 @@
+"""The issue's done-when test: a TIR run on the tiny checkpoint, SIGKILLed at a random moment
+and rerun, ends with the same samples.jsonl as a run that was never interrupted.
+
+Both runs are real `qwen-math eval` processes (hf backend, tiny random Qwen2 checkpoint, CPU,
+fp32, small --max-tokens so the test stays fast). The kill lands after a random number of
+samples (1 .. 70 of 80) plus a random delay of up to 50 ms, i.e. anywhere in a write, between
+writes, while decoding or while the sandbox runs code. The comparison drops only the
+time-dependent keys (``qwen_math.record.strip_time_dependent``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qwen_math.record import strip_time_dependent
+from qwen_math.runs.store import RunLayout
+
+LIMIT, N = 20, 4
+
+
+def eval_command(shared_data: Path, model: Path, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "qwen_math", "eval", "--datasets", "gsm8k",
+        "--data-dir", str(shared_data / "benchmarks"), "--limit", str(LIMIT), "-n", str(N),
+        "--mode", "tir", "--model", str(model), "--output-dir", str(run_dir),
+        "--max-tokens", "48", "--device", "cpu", "--dtype", "float32", "--progress-interval", "1",
+    ]
+
+
+def run_to_end(command: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def kill_at_random_moment(command: list[str], samples: Path, rng: random.Random) -> int:
+    """Start the run, SIGKILL it after a random number of samples; returns lines at the kill."""
+    target = rng.randint(1, LIMIT * N - 10)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    try:
+        while count_lines(samples) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before the kill: {process.stderr.read()[-2000:]}"
+    return count_lines(samples)
+
+
+def records(run_dir: Path) -> list[dict]:
+    lines = RunLayout(run_dir).samples("gsm8k").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, shared_data, tiny_checkpoint):
+    seed = int(os.environ.get("QWEN_MATH_KILL_SEED", random.SystemRandom().randrange(1 << 30)))
+    rng = random.Random(seed)
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    run_to_end(eval_command(shared_data, tiny_checkpoint, reference))
+
+    command = eval_command(shared_data, tiny_checkpoint, resumed)
+    samples = RunLayout(resumed).samples("gsm8k")
+    at_kill = kill_at_random_moment(command, samples, rng)
+    written_before = samples.read_bytes()[: written_prefix(samples)]
+    rerun = run_to_end(command)
+
+    final = records(resumed)
+    keys = [(r["idx"], r["sample"]) for r in final]
+    context = f"(QWEN_MATH_KILL_SEED={seed}, {at_kill} lines at the kill)"
+    assert sorted(keys) == [(i, s) for i in range(LIMIT) for s in range(N)], context  # each exactly once
+    assert samples.read_bytes().startswith(written_before), context  # nothing written was rewritten
+    expected = {(r["idx"], r["sample"]): strip_time_dependent(r) for r in records(reference)}
+    assert {(r["idx"], r["sample"]): strip_time_dependent(r) for r in final} == expected, context
+    assert f"{at_kill} of {LIMIT * N} samples already written" in rerun.stderr or at_kill == 0, context
+
+    # the metrics of the resumed run equal the uninterrupted run's (time-dependent keys aside)
+    metrics = [json.loads(RunLayout(d).dataset_metrics("gsm8k").read_text()) for d in (reference, resumed)]
+    assert strip_time_dependent(metrics[0]) == strip_time_dependent(metrics[1]), context
+
+
+def written_prefix(path: Path) -> int:
+    """Bytes up to the last newline: what the killed run had completely written."""
+    data = path.read_bytes()
+    return data.rfind(b"\n") + 1
+
+
+@pytest.mark.parametrize("mode", ["cot"])
+def test_tiny_checkpoint_run_reports_and_rescores(tmp_path, shared_data, tiny_checkpoint, mode):
+    """The run's metrics.json is what `qwen-math rescore` computes from its samples."""
+    run_dir = tmp_path / "run"
+    command = eval_command(shared_data, tiny_checkpoint, run_dir)
+    command[command.index("tir")] = mode
+    command[command.index("--limit") + 1] = "3"
+    run_to_end(command)
+    rescored = subprocess.run(
+        [sys.executable, "-m", "qwen_math", "rescore", "--json", str(RunLayout(run_dir).samples("gsm8k"))],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    metrics = json.loads(RunLayout(run_dir).dataset_metrics("gsm8k").read_text())
+    summary = json.loads(rescored.stdout)
+    for key in ("acc", "pass@k", "maj@k"):
+        assert summary[key] == metrics[key]
