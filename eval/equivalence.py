@@ -36,6 +36,7 @@ from fractions import Fraction
 from typing import Any
 
 from eval.normalize import (
+    DECIMAL_COMMA,
     Normalized,
     canonical_text,
     normalize_answer,
@@ -229,12 +230,12 @@ MIXED = re.compile(r"([+-]?)(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 BASE = re.compile(r"(\d+|[0-9A-Z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
 TIME = re.compile(r"(\d{1,2}):(\d{2})\s*(?:([ap])\.?\s*m\.?)?", re.I)
 RELATION_OPS = (("\\leq", "<="), ("\\geq", ">="), ("\\ne", "!="), ("<=", "<="), (">=", ">="),
-                ("!=", "!="), ("=", "="), ("<", "<"), (">", ">"), ("\\approx", "="),
-                ("\\equiv", "="))
+                ("!=", "!="), ("=", "="), ("<", "<"), (">", ">"), ("\\equiv", "="))
 RELATION_SPLIT = re.compile(r"\\leq(?![a-z])|\\geq(?![a-z])|\\ne(?![a-z])|<=|>=|!=|\\approx|=|<|>")
+RELATION_OR_BRACKET = re.compile(RELATION_SPLIT.pattern + r"|\\[{}]|[()\[\]{}]")
 FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "=": "=", "!=": "!="}
 MATRIX = re.compile(r"\\begin\{([pbBvV]?matrix|array)\}(?:\{[^}]*\})?(.*?)\\end\{\1\}", re.S)
-WORD_SEPARATOR = re.compile(r"\s+(?:and|or)\s+|\s*;\s*", re.I)
+WORD_SEPARATOR = re.compile(r"\s+(?:and|or)\s+|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])", re.I)
 LONE_SYMBOL = re.compile(
     r"(?:[A-Za-z]|\\[a-zA-Z]+)(?:_\s*\{?[\w,]+\}?)?(?:\([a-z,\s]*\))?'?|\|[A-Za-z]+\||"
     r"\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|[A-Za-z_{}0-9\\]+\s*:\s*[A-Za-z_{}0-9\\]+|"
@@ -358,18 +359,25 @@ def parse_words_list(text: str, percent: bool) -> Seq | None:
     return Seq("list", tuple(items))
 
 
+def parse_semicolon_list(text: str, percent: bool) -> Seq | None:
+    parts = [p for p in split_top_level(text, ";") if p.strip()]
+    if len(parts) < 2:
+        return None
+    return Seq("list", tuple(parse_node(p) for p in parts))
+
+
 def parse_comma_list(text: str, percent: bool) -> Seq | None:
     parts = split_top_level(text, ",")
     if len(parts) < 2 or any(not p.strip() for p in parts):
         return None
-    if any(RELATION_SPLIT.search(p) for p in parts) and not all(RELATION_SPLIT.search(p) for p in parts):
+    if any(has_relation(p) for p in parts) and not all(has_relation(p) for p in parts):
         # "x = 1, 2" -> lhs applies to the first item only; keep the items as values
-        parts = [lone_rhs(p) if RELATION_SPLIT.search(p) else p for p in parts]
+        parts = [lone_rhs(p) if has_relation(p) else p for p in parts]
     return Seq("list", tuple(parse_node(p) for p in parts))
 
 
 def lone_rhs(text: str) -> str:
-    pieces = RELATION_SPLIT.split(text)
+    pieces = split_relations(text)[0]
     return pieces[-1] if len(pieces) == 2 and LONE_SYMBOL.fullmatch(pieces[0].strip()) else text
 
 
@@ -419,20 +427,50 @@ def parse_bracketed(text: str, percent: bool) -> Any:
     return Seq(kind, items, opener, closer)
 
 
+def split_relations(text: str) -> tuple[list[str], list[str]]:
+    """Pieces and operators of a relation chain, splitting only outside brackets."""
+    pieces, ops = [], []
+    depth = start = 0
+    for match in RELATION_OR_BRACKET.finditer(text):
+        token = match.group(0)
+        if token in "([{":
+            depth += 1
+        elif token in ")]}":
+            depth -= 1
+        elif depth == 0:
+            pieces.append(text[start:match.start()])
+            ops.append(canonical_op(token))
+            start = match.end()
+    pieces.append(text[start:])
+    return pieces, ops
+
+
+def has_relation(text: str) -> bool:
+    return len(split_relations(text)[1]) > 0
+
+
 def parse_relation(text: str, percent: bool) -> Any:
-    pieces = RELATION_SPLIT.split(text)
+    pieces, ops = split_relations(text)
+    if "\\approx" in ops:  # x = 1/3 \approx 0.33 -> x = 1/3
+        cut = ops.index("\\approx")
+        pieces, ops = (pieces[:cut + 1], ops[:cut]) if cut > 0 else (pieces, ["="])
     if len(pieces) < 2 or any(not p.strip() for p in pieces):
         return None
-    ops = [canonical_op(m.group(0)) for m in RELATION_SPLIT.finditer(text)]
     if len(pieces) == 3 and ops[0] in "<<=" and ops[1] in "<<=" and ops[0] != "=" and ops[1] != "=":
         return chain(pieces, ops)
     if len(pieces) == 3 and ops[0] in (">", ">=") and ops[1] in (">", ">="):
         return chain(pieces[::-1], [FLIP[ops[1]], FLIP[ops[0]]])
     if all(op == "=" for op in ops):
-        return Relation("=", pieces[0].strip(), pieces[-1].strip())  # x = a = b -> x = b
+        return equality_chain([p.strip() for p in pieces])
     if len(pieces) == 2:
         return Relation(ops[0], pieces[0].strip(), pieces[1].strip())
     return None
+
+
+def equality_chain(pieces: list[str]) -> Relation:
+    """``x = 5+5+1 = 11`` -> ``x = 11``: the first lone symbol named, and the final value."""
+    named = next((p for p in pieces[:-1] if LONE_SYMBOL.fullmatch(p)), pieces[0])
+    return Relation("=", named, pieces[-1])
 
 
 def chain(pieces: list[str], ops: list[str]) -> Chain | None:
@@ -470,6 +508,7 @@ NODE_PARSERS = (
     parse_time,
     parse_base,
     parse_matrix,
+    parse_semicolon_list,
     parse_words_list,
     parse_membership,
     parse_comma_list,
@@ -566,7 +605,8 @@ def compare_sequences(pred: Any, gold: Any) -> bool | None:
 
 
 def sequences_equal(pred: Seq, gold: Seq) -> bool:
-    if len(pred.items) != len(gold.items):
+    ordered = {"interval", "tuple"} & {pred.kind, gold.kind}
+    if ordered and len(pred.items) != len(gold.items):
         return False
     if "interval" in (pred.kind, gold.kind):
         if (pred.opener, pred.closer) != (gold.opener, gold.closer):
@@ -580,16 +620,15 @@ def sequences_equal(pred: Seq, gold: Seq) -> bool:
 
 
 def unordered_equal(pred: tuple[Any, ...], gold: tuple[Any, ...]) -> bool:
-    """A perfect matching between the two item lists (greedy over equivalent pairs)."""
-    unmatched = list(gold)
+    """Set equality: every item of each side is equivalent to some item of the other
+    (repeats count once, as in ``{1, 1, 2} = {1, 2}``)."""
+    matched_gold: set[int] = set()
     for item in pred:
-        for i, candidate in enumerate(unmatched):
-            if nodes_equal(item, candidate):
-                del unmatched[i]
-                break
-        else:
+        hits = [i for i, candidate in enumerate(gold) if nodes_equal(item, candidate)]
+        if not hits:
             return False
-    return not unmatched
+        matched_gold.update(hits)
+    return len(matched_gold) == len(gold)
 
 
 def compare_unions(pred: Any, gold: Any) -> bool | None:
@@ -663,11 +702,11 @@ def relations_equal(pred: Relation, gold: Relation) -> bool:
 #: Structural comparison rules, tried in order; ``None`` means "not mine".
 COMPARISON_RULES = (
     compare_same_number,
+    compare_relations,
     compare_time,
     compare_base,
     compare_matrices,
     compare_unions,
-    compare_relations,
     compare_sequences,
     compare_text,
 )
@@ -686,6 +725,8 @@ def to_sympy(node: Any) -> Any:
         return sympy.Float(float(node.value), 30)
     if isinstance(node, Expr):
         return latex_to_sympy(node.latex)
+    if isinstance(node, Matrix):
+        return sympy.Matrix([[to_sympy(cell) for cell in row] for row in node.rows])
     raise TypeError(f"no SymPy form for {type(node).__name__}")
 
 
@@ -696,7 +737,10 @@ def latex_to_sympy(latex: str) -> Any:
     config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True,
                                  nits=False, boxed="none", equations=False)
     latex = latex.replace("\\ne ", "\\neq ")
-    return latex2sympy(latex, normalization_config=config)
+    value = latex2sympy(latex, normalization_config=config)
+    if getattr(value, "is_Matrix", False) or "matrix" in latex:
+        value = value.doit() if hasattr(value, "doit") else value
+    return value
 
 
 def sympy_equal(pred: Any, gold: Any) -> bool:
@@ -743,11 +787,12 @@ def expressions_equal(a: Any, b: Any) -> bool:
         return sympy.simplify(a - b) == 0
     if a.has(sympy.Float) or b.has(sympy.Float):
         return floats_close(a, b)
-    difference = sympy.nsimplify(a - b) if False else sympy.simplify(a - b)
-    if difference == 0:
-        return True
-    value = sympy.N(difference, 40)
-    return value.is_number and abs(value) < sympy.Float("1e-30") * max(1, abs(sympy.N(b, 40)))
+    # closed-form numbers: 50 significant digits decide (distinct algebraic numbers of this
+    # size never agree that far); simplify() can take minutes on nested radicals
+    x, y = sympy.N(a, 50), sympy.N(b, 50)
+    if not (x.is_number and y.is_number):
+        return False
+    return bool(abs(x - y) <= sympy.Float("1e-40", 50) * max(1, abs(y)))
 
 
 def floats_close(a: Any, b: Any) -> bool:
@@ -826,9 +871,20 @@ def answers_equal(pred: str, gold: str) -> bool:
         return False
     if canonical_text(norm_pred.text) == canonical_text(norm_gold.text):
         return True
+    if decimal_comma_equal(norm_pred.text, norm_gold.text):
+        return True
     if norm_pred.percent and not norm_gold.percent and norm_gold.decorated:
         return False
     return nodes_equal(parse_tree(norm_pred), parse_tree(norm_gold))
+
+
+def decimal_comma_equal(pred: str, gold: str) -> bool:
+    """``1,22`` against the decimal ``1.22``: a comma read as a decimal point, only when the
+    other side is a decimal number with exactly those digits (a pair never equals a scalar)."""
+    for comma, point in ((pred, gold), (gold, pred)):
+        if DECIMAL_COMMA.fullmatch(comma) and DECIMAL.fullmatch(point) and "." in point:
+            return Fraction(comma.replace(",", ".")) == Fraction(point)
+    return False
 
 
 def is_equivalent(pred: str | None, gold: str | None, *, timeout: float = 5.0) -> bool:

@@ -55,13 +55,15 @@ POLICIES: dict[str, ExtractionPolicy] = {
 BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*")
 TOOL_BLOCK = re.compile(r"```(python|output)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 ANCHOR = re.compile(
-    r"(?:final answer is|the answer is|final answer:|answer is:|\banswer:|####|答案是|答案为)\s*[:：]?\s*",
+    r"(?:final answer is|the answer is|final answer:|answer is:|\banswer:|####(?=\s*[-\d$\\])|答案是|答案为)\s*[:：]?\s*",
     re.I,
 )
 SENTENCE_END = re.compile(r"(?<!\d)\.(?=\s|$)|(?<=\d)\.(?=\s+[A-Z]|\s*$)|\n|(?<=[)\]$])\.|\s+I hope")
 WORD = re.compile(r"(?<![\\a-zA-Z])[A-Za-z]{2,}")
-MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.S)
+MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$", re.S)
 NUMBER = re.compile(r"(?<![\w^_{.])-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+SPAN_CONNECTOR = re.compile(r"\s*(?:,|;|,?\s*(?:and|or)|\\quad|\\text\{\s*(?:and|or)\s*\})?\s*", re.I)
+LEADING_WORD_THEN_NUMBER = re.compile(r"^[^\d]*(?<![\\a-zA-Z])[A-Za-z]{2,}[^\d]*\d")
 BOX_CONNECTOR_WORDS = 4
 BOX_CONNECTOR_CHARS = 80
 
@@ -130,6 +132,9 @@ def from_boxes(text: str, policy: ExtractionPolicy) -> str | None:
     spans = boxed_spans(text)
     if not spans:
         return None
+    anchors = list(ANCHOR.finditer(text))
+    if anchors and anchors[-1].start() > spans[-1][1] and from_anchor(text, policy) is not None:
+        return None  # a final-answer statement after the last box overrides it
     group = [spans[-1]]
     for span in reversed(spans[:-1]):
         if not is_box_connector(text[span[1]:group[0][0]]):
@@ -146,14 +151,35 @@ def from_anchor(text: str, policy: ExtractionPolicy) -> str | None:
     if not matches:
         return None
     tail = text[matches[-1].end():]
-    answer = strip_delimiters(cut_sentence(tail.lstrip()))
-    if not answer or len(plain_words(answer)) > 6:
-        return None
+    sentence = cut_sentence(tail.lstrip())
     if policy.choices:
-        letter = choice_letter(answer, policy.choices)
+        letter = choice_letter(strip_delimiters(sentence), policy.choices)
         if letter:
             return letter
-    return answer
+    return answer_in_sentence(sentence)
+
+
+def answer_in_sentence(sentence: str) -> str | None:
+    """The answer an anchor sentence states: all of it when bare, else what follows its last
+    "is"/"=" or its last math span or number ("The volume of $V$ is 120." -> ``120``)."""
+    answer = strip_delimiters(sentence)
+    if not answer:
+        return None
+    if len(plain_words(answer)) <= 1:
+        return answer
+    stated = re.split(r"\s(?:is|are|was|equals|be)\s|=", answer)[-1]
+    if len(plain_words(stated)) <= 1 and strip_delimiters(stated):
+        return strip_delimiters(stated)
+    return last_candidate(sentence)
+
+
+def last_candidate(text: str) -> str | None:
+    """The rightmost math span or (outside LaTeX) number of ``text``."""
+    spans = [(m.end(), next(g for g in m.groups() if g is not None).strip())
+             for m in MATH_SPAN.finditer(text)]
+    numbers = [(m.end(), m.group(0).rstrip(",")) for m in NUMBER.finditer(blank_latex(text))]
+    candidates = sorted([c for c in spans + numbers if c[1]], key=lambda c: c[0])
+    return candidates[-1][1] if candidates else None
 
 
 def choice_letter(text: str, choices: str) -> str | None:
@@ -171,6 +197,7 @@ def from_choice(text: str, policy: ExtractionPolicy) -> str | None:
         r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:\\text\{)?\(?([" + letters + r"])\)?",
         r"\(([" + letters + r"])\)",
         r"(?:^|\n)\s*([" + letters + r"])[.)]\s",
+        r"(?<![A-Za-z\\])([" + letters + r"])(?![A-Za-z])",
     )
     for pattern in patterns:
         found = re.findall(pattern, text, re.I if pattern.startswith("(?:answer") else 0)
@@ -183,11 +210,11 @@ def from_bare(text: str, policy: ExtractionPolicy) -> str | None:
     stripped = text.strip()
     if not stripped or len(stripped) > 40 or "\n" in stripped:
         return None
-    spans = MATH_SPAN.findall(stripped)
-    if spans and strip_delimiters(stripped) == stripped:
+    spans = list(MATH_SPAN.finditer(stripped))
+    if spans and not (len(spans) == 1 and spans[0].group(0) == stripped):
         return None  # prose around math: not a bare answer
-    if len(plain_words(stripped)) > 1:
-        return None
+    if len(plain_words(stripped)) > 1 or LEADING_WORD_THEN_NUMBER.match(stripped):
+        return None  # a sentence ("Soucis : 2,74") is not a bare answer
     answer = strip_delimiters(stripped)
     if policy.choices:
         letter = choice_letter(answer, policy.choices)
@@ -197,16 +224,36 @@ def from_bare(text: str, policy: ExtractionPolicy) -> str | None:
 
 
 def from_math_span(text: str, policy: ExtractionPolicy) -> str | None:
+    """The last math span (spans joined only by "and"/"or"/commas are merged); with a number
+    fallback too, whichever of the last span and the last number comes later."""
     if not policy.math_fallback:
         return None
-    spans = [next(g for g in m.groups() if g is not None) for m in MATH_SPAN.finditer(text)]
-    spans = [s.strip() for s in spans if s.strip()]
-    return spans[-1] if spans else None
+    matches = [m for m in MATH_SPAN.finditer(text) if span_text(m)]
+    if not matches:
+        return None
+    if policy.number_fallback:
+        numbers = list(NUMBER.finditer(blank_latex(text)))
+        if numbers and numbers[-1].start() >= matches[-1].end():
+            return numbers[-1].group(0).rstrip(",")
+    group = [matches[-1]]
+    for match in reversed(matches[:-1]):
+        if not SPAN_CONNECTOR.fullmatch(text[match.end():group[0].start()]):
+            break
+        group.insert(0, match)
+    return ", ".join(unique_answers([span_text(m) for m in group]))
 
 
-def without_latex(text: str) -> str:
-    text = re.sub(r"\$\$.+?\$\$|\\\[.+?\\\]|\\\(.+?\\\)", " ", text, flags=re.S)
-    return re.sub(r"\\[a-zA-Z]+\s*(\{[^{}]*\})*", " ", text)
+def span_text(match: re.Match[str]) -> str:
+    return next(g for g in match.groups() if g is not None).strip()
+
+
+def blank_latex(text: str) -> str:
+    """``text`` with LaTeX math and commands blanked out (same length, positions kept)."""
+    def blank(match: re.Match[str]) -> str:
+        return " " * len(match.group(0))
+
+    text = re.sub(r"\$\$.+?\$\$|\\\[.+?\\\]|\\\(.+?\\\)", blank, text, flags=re.S)
+    return re.sub(r"\\[a-zA-Z]+\s*(\{[^{}]*\})*", blank, text)
 
 
 def last_number(text: str) -> str | None:
@@ -219,7 +266,7 @@ def last_number(text: str) -> str | None:
 def from_last_number(text: str, policy: ExtractionPolicy) -> str | None:
     if not policy.number_fallback:
         return None
-    return last_number(without_latex(text))
+    return last_number(blank_latex(text))
 
 
 #: The priority table: (rule name, rule).

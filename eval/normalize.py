@@ -95,6 +95,7 @@ LITERAL_REWRITES: tuple[tuple[str, str], ...] = (
     ("\\Bigl", ""),
     ("\\Bigr", ""),
     ("{,}", ","),
+    (",\\! ", ","),
     ("\\!", ""),
     ("\\,", " "),
     ("\\;", " "),
@@ -127,7 +128,7 @@ FORMATTING_COMMANDS = ("boxed", "fbox", "mathbf", "textbf", "bf", "mathrm", "tex
                        "text", "mbox", "textnormal", "mathit", "textit", "operatorname",
                        "mathsf", "textsf", "hbox", "emph", "underline", "mathbb")
 
-DELIMITERS = re.compile(r"^\s*(\$\$|\$|\\\(|\\\[)\s*|\s*(\$\$|\$|\\\)|\\\])\s*$")
+DELIMITERS = re.compile(r"^\s*(\$\$|\$|\\\(|\\\[|\\?[\"“])\s*|\s*(\$\$|\$|\\\)|\\\]|\\?[\"”])\s*$")
 
 DEGREE = re.compile(r"\s*(\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\^\s*\{\s*o\s*\})\s*")
 PERCENT = re.compile(r"\s*(\\%|%|\\text\{\s*\\?%\s*\}|\s+percent(age)?|\s+pct)\s*$", re.I)
@@ -157,12 +158,17 @@ UNIT_PATTERN = re.compile(
     + r")\.?\s*\}?(?:\s*\^\s*\{?[23]\}?)?\s*$",
     re.I,
 )
-TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|textnormal|mathrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}"
+TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|textnormal|mathrm|textbf)\s*\{\s*[A-Za-z][A-Za-z .]*\}"
                        r"(?:\s*\^\s*\{?[23]\}?)?\s*$")
 
+#: ``\\le`` written with a doubled backslash (an escaping slip), before a known command only.
+ESCAPED_COMMAND = re.compile(
+    r"(?<!\\)\\\\(?=(?:le|leq|ge|geq|frac|dfrac|sqrt|left|right|pi|cdot|times|in|cup|infty|text)(?![a-zA-Z]))"
+)
 CLOCK_TIME = re.compile(r"\d:\d\d\s*(?:\\(?:text|mbox|mathrm)\s*\{)?\s*[ap]\.?\s*m\.?\s*\}?\s*$", re.I)
-THOUSANDS_COMMA = re.compile(r"(?<![\d.,])(-?\d{1,3})((?:,\d{3})+)(\.\d+)?(?![\d,]|\.\d)")
-THOUSANDS_SPACE = re.compile(r"^(-?\d{1,3})((?: \d{3})+)(\.\d+)?$")
+THOUSANDS_COMMA = re.compile(r"^(-?[1-9]\d{0,2})((?:,\d{3})+)(\.\d+)?$")
+DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
+THOUSANDS_SPACE = re.compile(r"^(-?[1-9]\d{0,2})((?: \d{3})+)(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,8 @@ def apply_rewrites(text: str) -> str:
     for old, new in LITERAL_REWRITES:
         text = text.replace(old, new)
     text = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", text)
-    text = re.sub(r"\\(?:[,;: ]|hspace\s*\{[^}]*\}|phantom\s*\{[^}]*\})", " ", text)
+    text = ESCAPED_COMMAND.sub(r"\\", text)
+    text = re.sub(r"(?<!\\)\\(?:[,;: ]|hspace\s*\{[^}]*\}|phantom\s*\{[^}]*\})", " ", text)
     text = re.sub(r"\\(?:big|Big|bigg|Bigg)(?![a-zA-Z])", "", text)
     return text
 
