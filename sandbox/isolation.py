@@ -1,0 +1,428 @@
+"""The OS layer: detect and apply each isolation layer of a session process.
+
+What it does: probes this host once (Landlock ABI, network namespaces, cgroup v1/v2, seccomp
+binding, whether a uid drop is possible) and, inside a freshly forked session process, applies
+the layers in order: rlimits, cgroup memory/pids, network namespace, uid drop, no-new-privs,
+Landlock (read-only Python tree, read-write work dir, TCP and signal scoping), and last a
+seccomp filter (no fork/exec/clone, sockets, kill/ptrace, mount/namespace, rlimit or uid
+changes). Every layer reports `(active, detail)`; none raises, so the caller decides whether
+the minimum is met. Also the driver-side helpers that kill and clean up a session's cgroup.
+
+What it deliberately does not do: the policy layer (`sandbox.policy`), fork or talk to
+anybody (`sandbox.driver`), or keep any state between calls beyond the frozen `HostProbe`.
+Linux only; on other systems every layer reports inactive and strict mode refuses to start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import os
+import resource
+import signal
+import sys
+import sysconfig
+from pathlib import Path
+
+MIN_LAYERS = ("process", "rlimits", "policy", "seccomp")
+NOBODY = 65534
+
+# -- raw syscalls ------------------------------------------------------------------------------
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE = 1, 38, 4
+_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc().unshare(flags), "unshare")
+
+
+# -- Landlock ----------------------------------------------------------------------------------
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_FS_V1_ALL = (1 << 13) - 1
+_FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2
+_RULE_PATH_BENEATH = 1
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = (("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64))
+
+
+def landlock_abi() -> int:
+    if sys.platform != "linux":
+        return 0
+    ret = _libc().syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(ret, 0)
+
+
+def _landlock_fs_rights(abi: int) -> int:
+    rights = _FS_V1_ALL
+    if abi >= 2:
+        rights |= _FS_REFER
+    if abi >= 3:
+        rights |= _FS_TRUNCATE
+    if abi >= 5:
+        rights |= _FS_IOCTL_DEV
+    return rights
+
+
+def readable_trees() -> tuple[str, ...]:
+    """Directories a session may read: the interpreter, its libraries, the system libraries."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr/lib", "/usr/lib64", "/lib",
+             "/lib64", "/usr/share/zoneinfo"}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        paths.add(sysconfig.get_paths()[key])
+    for name in ("sympy", "numpy", "mpmath", "RestrictedPython"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            paths.add(str(Path(module.__file__).parent.parent))
+    return tuple(sorted(p for p in paths if p and os.path.isdir(p)))
+
+
+def apply_landlock(workdir: str, abi: int) -> str:
+    """Restrict this process: read-only trees, full access to `workdir`, no TCP, no signals out."""
+    libc = _libc()
+    fs_rights = _landlock_fs_rights(abi)
+    attr = _RulesetAttr(fs_rights, _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
+                        _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = _check(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
+                                  ctypes.c_size_t(size), ctypes.c_uint32(0)), "landlock_create_ruleset")
+    try:
+        rules = [(path, _FS_READ_FILE | _FS_READ_DIR | _FS_EXECUTE) for path in readable_trees()]
+        rules.append((workdir, fs_rights))
+        for path, rights in rules:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = _PathBeneath(rights, fd)
+                _check(libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, _RULE_PATH_BENEATH,
+                                    ctypes.byref(rule), ctypes.c_uint32(0)), f"landlock_add_rule {path}")
+            finally:
+                os.close(fd)
+        _check(libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)),
+               "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+    scope = ", tcp denied" if abi >= 4 else ""
+    scope += ", signals scoped" if abi >= 6 else ""
+    return f"ABI {abi}: read-only {len(rules) - 1} trees, read-write work dir{scope}"
+
+
+# -- seccomp -----------------------------------------------------------------------------------
+DENIED_SYSCALLS = (
+    # processes and threads
+    "fork", "vfork", "clone", "clone3", "execve", "execveat",
+    # signals to others, tracing, other processes' memory
+    "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
+    "pidfd_send_signal", "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev",
+    "process_madvise", "kcmp",
+    # network
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    # mounts, namespaces, roots
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
+    # identity and limits
+    "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
+    "setfsuid", "setfsgid", "setsid", "setpgid", "setrlimit", "setpriority", "capset",
+    # kernel surfaces nobody's arithmetic needs
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "personality", "reboot",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "swapon",
+    "swapoff", "acct", "syslog", "quotactl", "iopl", "ioperm", "uselib", "sethostname",
+    "setdomainname", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+    "name_to_handle_at", "open_by_handle_at", "mknod", "mknodat", "vhangup", "lookup_dcookie",
+    "fanotify_init", "inotify_init", "inotify_init1", "memfd_secret", "ioprio_set",
+)
+
+
+def build_seccomp_filter():
+    """A libseccomp filter (built once in the driver, loaded in each session)."""
+    import pyseccomp
+
+    filt = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
+    deny = pyseccomp.ERRNO(errno.EPERM)
+    for name in DENIED_SYSCALLS:
+        try:
+            filt.add_rule(deny, name)
+        except (OSError, ValueError, RuntimeError):
+            continue  # not a syscall on this architecture
+    # prlimit64 may read limits (getrlimit) but never set them.
+    filt.add_rule(deny, "prlimit64", pyseccomp.Arg(2, pyseccomp.NE, 0))
+    # TIOCSTI pushes input into a terminal.
+    filt.add_rule(deny, "ioctl", pyseccomp.Arg(1, pyseccomp.EQ, 0x5412))
+    return filt
+
+
+# -- cgroups -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CgroupDirs:
+    """Per-driver parent cgroup directories (`memory` and `pids`; the same dir on v2)."""
+
+    version: int
+    memory: str
+    pids: str
+
+
+def _own_cgroup_paths() -> dict[str, str]:
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else ["unified"]:
+            paths[controller] = path
+    return paths
+
+
+def create_driver_cgroups(root: str = "/sys/fs/cgroup") -> tuple[CgroupDirs | None, str]:
+    """Make this driver's parent cgroups; (None, reason) where not possible."""
+    name = f"qwen-sandbox-{os.getpid()}"
+    try:
+        own = _own_cgroup_paths()
+        if os.path.exists(f"{root}/cgroup.controllers"):
+            parent = f"{root}{own.get('unified', '/')}".rstrip("/")
+            base = f"{parent}/{name}"
+            os.mkdir(base)
+            Path(f"{base}/cgroup.subtree_control").write_text("+memory +pids")
+            return CgroupDirs(2, base, base), f"cgroup v2 at {base}"
+        memory = f"{root}/memory{own.get('memory', '/')}".rstrip("/") + f"/{name}"
+        pids = f"{root}/pids{own.get('pids', '/')}".rstrip("/") + f"/{name}"
+        os.mkdir(memory)
+        try:
+            os.mkdir(pids)
+        except OSError:
+            os.rmdir(memory)
+            raise
+        return CgroupDirs(1, memory, pids), f"cgroup v1 at {memory} and {pids}"
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"unavailable ({exc.__class__.__name__}: {exc})"
+
+
+def _session_cgroup_paths(dirs: CgroupDirs, sid: int) -> tuple[str, str]:
+    return f"{dirs.memory}/s{sid}", f"{dirs.pids}/s{sid}"
+
+
+def join_session_cgroup(dirs: CgroupDirs, memory_bytes: int, max_pids: int) -> str:
+    """Create this session's cgroup(s), set memory and pids limits, and move into them."""
+    memory, pids = _session_cgroup_paths(dirs, os.getpid())
+    me = str(os.getpid())
+    os.mkdir(memory)
+    if dirs.version == 2:
+        Path(f"{memory}/memory.max").write_text(str(memory_bytes))
+        if os.path.exists(f"{memory}/memory.swap.max"):
+            Path(f"{memory}/memory.swap.max").write_text("0")
+        Path(f"{memory}/pids.max").write_text(str(max_pids))
+        Path(f"{memory}/cgroup.procs").write_text(me)
+        return f"v2 memory.max={memory_bytes}, pids.max={max_pids}"
+    Path(f"{memory}/memory.limit_in_bytes").write_text(str(memory_bytes))
+    if os.path.exists(f"{memory}/memory.memsw.limit_in_bytes"):
+        Path(f"{memory}/memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+    os.mkdir(pids)
+    Path(f"{pids}/pids.max").write_text(str(max_pids))
+    Path(f"{memory}/cgroup.procs").write_text(me)
+    Path(f"{pids}/cgroup.procs").write_text(me)
+    return f"v1 memory.limit_in_bytes={memory_bytes}, pids.max={max_pids}"
+
+
+def _cgroup_procs(path: str) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"{path}/cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+
+
+def kill_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
+    """SIGKILL every process left in the session's cgroups (escapees of its process group)."""
+    for path in set(_session_cgroup_paths(dirs, sid)):
+        for pid in _cgroup_procs(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def session_hit_memory_limit(dirs: CgroupDirs, sid: int) -> bool:
+    memory, _ = _session_cgroup_paths(dirs, sid)
+    try:
+        if dirs.version == 2:
+            events = dict(line.split() for line in Path(f"{memory}/memory.events").read_text().splitlines())
+            return int(events.get("oom_kill", 0)) > 0 or int(events.get("max", 0)) > 0
+        return int(Path(f"{memory}/memory.failcnt").read_text()) > 0
+    except (OSError, ValueError):
+        return False
+
+
+def remove_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
+    for path in set(_session_cgroup_paths(dirs, sid)):
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                kill_session_cgroup(dirs, sid)
+                os.sched_yield()
+
+
+def remove_driver_cgroups(dirs: CgroupDirs) -> None:
+    for path in {dirs.memory, dirs.pids}:
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+# -- uid drop ----------------------------------------------------------------------------------
+def _world_traversable(path: str) -> bool:
+    """True when every directory up to `path` lets "other" users in (and `path` readable)."""
+    current = Path(path).resolve()
+    for part in [current, *current.parents]:
+        mode = part.stat().st_mode
+        if not mode & 0o001:
+            return False
+    return bool(current.stat().st_mode & 0o004)
+
+
+def uid_drop_possible() -> tuple[bool, str]:
+    if os.geteuid() != 0:
+        return False, "not root (already unprivileged)"
+    blocked = [tree for tree in readable_trees() if not _world_traversable(tree)]
+    if blocked:
+        return False, f"the interpreter tree {blocked[0]} is not readable by uid {NOBODY}"
+    return True, f"uid/gid {NOBODY}"
+
+
+def drop_uid() -> None:
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+
+
+# -- network namespace ---------------------------------------------------------------------------
+def enter_net_namespace() -> str:
+    """A new, empty network namespace (with a user namespace when not root)."""
+    if os.geteuid() == 0:
+        unshare(_CLONE_NEWNET)
+        return "new network namespace (loopback down)"
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    return "new user + network namespace (loopback down)"
+
+
+def probe_net_namespace() -> tuple[bool, str]:
+    """Try the namespace in a throw-away child (unshare changes the caller irrevocably)."""
+    if sys.platform != "linux":
+        return False, "not Linux"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            enter_net_namespace()
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 (child of a fork: must not return)
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    ok = os.waitstatus_to_exitcode(status) == 0
+    return ok, "unshare(CLONE_NEWNET) works" if ok else "unshare(CLONE_NEWNET) refused"
+
+
+# -- rlimits -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-session resource limits."""
+
+    memory_mb: int = 1024
+    cpu_s: int = 60
+    file_mb: int = 64
+    open_files: int = 64
+
+
+def _vm_size_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def apply_rlimits(limits: Limits) -> str:
+    address_space = _vm_size_bytes() + limits.memory_mb * 2**20
+    table = {
+        resource.RLIMIT_AS: address_space,
+        resource.RLIMIT_CPU: limits.cpu_s,
+        resource.RLIMIT_FSIZE: limits.file_mb * 2**20,
+        resource.RLIMIT_NOFILE: limits.open_files,
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_MEMLOCK: 0,
+        resource.RLIMIT_MSGQUEUE: 0,
+    }
+    if os.geteuid() != 0:
+        table[resource.RLIMIT_NPROC] = 0  # binds only non-root users
+    for which, value in table.items():
+        resource.setrlimit(which, (value, value))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write becomes OSError(EFBIG)
+    return (f"AS={address_space // 2**20} MiB (+{limits.memory_mb}), CPU={limits.cpu_s} s, "
+            f"FSIZE={limits.file_mb} MiB, NOFILE={limits.open_files}, CORE=0"
+            + ("" if os.geteuid() == 0 else ", NPROC=0"))
+
+
+# -- host probe --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class HostProbe:
+    """What the driver found at start-up (sessions re-check each layer as they apply it)."""
+
+    landlock_abi: int
+    net_namespace: tuple[bool, str]
+    cgroups: CgroupDirs | None
+    cgroups_detail: str
+    uid_drop: tuple[bool, str]
+    seccomp: tuple[bool, str]
+
+    def as_dict(self) -> dict:
+        return {
+            "landlock": {"active": self.landlock_abi > 0, "detail": f"ABI {self.landlock_abi}"
+                         if self.landlock_abi else "kernel has no Landlock"},
+            "net_namespace": {"active": self.net_namespace[0], "detail": self.net_namespace[1]},
+            "cgroups": {"active": self.cgroups is not None, "detail": self.cgroups_detail},
+            "uid_drop": {"active": self.uid_drop[0], "detail": self.uid_drop[1]},
+            "seccomp": {"active": self.seccomp[0], "detail": self.seccomp[1]},
+        }
+
+
+def probe_seccomp():
+    try:
+        return build_seccomp_filter(), (True, f"libseccomp filter, {len(DENIED_SYSCALLS)} denied syscalls -> EPERM")
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        return None, (False, f"unavailable ({exc.__class__.__name__}: {exc})")
+
+
+def probe_host():
+    """Probe every layer once; returns (HostProbe, seccomp filter or None)."""
+    filt, seccomp = probe_seccomp()
+    cgroups, cg_detail = create_driver_cgroups()
+    return HostProbe(landlock_abi(), probe_net_namespace(), cgroups, cg_detail,
+                     uid_drop_possible(), seccomp), filt

@@ -1,0 +1,290 @@
+"""Inside one session process: harden it, then run the cells sent over its control socket.
+
+What it does: runs in the child the driver just forked. `harden` applies every layer in
+order (own session and process group, stdin closed, stdout to the output pipe, empty
+environment, private work dir, cgroup, network namespace, rlimits, uid drop, parent-death
+signal, no-new-privs, Landlock, seccomp last) and records what is active. `serve` then reads
+one JSON request per line, runs the cell against the persistent namespace through the policy
+layer and answers one JSON line: `status`, `error` (the last traceback line), `layer`, and
+for PoT the `value` of `solution()`. Output goes to fd 1 (the pipe the client drains).
+
+What it deliberately does not do: enforce the wall-clock deadline or the output cap (the
+client and driver do; code inside this process cannot be trusted to stop itself), or send
+anything but text/JSON back (never pickle). It never returns: the process ends by `_exit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+
+from sandbox import isolation, policy
+
+MAX_ERROR_CHARS = 2000
+MAX_VALUE_CHARS = 10_000
+CTRL_FD = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionPlan:
+    """Everything the child needs to harden itself (decided by the driver before the fork)."""
+
+    limits: isolation.Limits
+    workdir: str
+    driver_pid: int
+    probe: isolation.HostProbe
+    max_pids: int = 1
+
+
+class _CountingRaw(io.RawIOBase):
+    """fd 1 as a raw stream that counts the bytes the cell printed through `sys.stdout`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        written = os.write(1, data)
+        self.count += written
+        return written
+
+
+# ---------------------------------------------------------------------------------------------
+# 1) hardening
+
+
+class _Layers:
+    def __init__(self) -> None:
+        self.table: dict[str, dict] = {}
+
+    def apply(self, name: str, step) -> bool:
+        try:
+            detail = step()
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            self.table[name] = {"active": False, "detail": f"{exc.__class__.__name__}: {exc}"}
+            return False
+        self.table[name] = {"active": True, "detail": detail}
+        return True
+
+    def skip(self, name: str, detail: str) -> None:
+        self.table[name] = {"active": False, "detail": detail}
+
+    def active(self, name: str) -> bool:
+        return self.table.get(name, {}).get("active", False)
+
+
+def _wire_fds(ctrl_fd: int, out_fd: int) -> str:
+    """0 = /dev/null, 1 = output pipe, 2 = /dev/null, 3 = control socket; close the rest."""
+    import fcntl
+
+    ctrl_hi = fcntl.fcntl(ctrl_fd, fcntl.F_DUPFD, 100)
+    out_hi = fcntl.fcntl(out_fd, fcntl.F_DUPFD, 100)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(out_hi, 1)
+    os.dup2(null, 2)
+    os.dup2(ctrl_hi, CTRL_FD)
+    os.closerange(CTRL_FD + 1, 1 << 20)
+    return "stdin=/dev/null, stdout=pipe, stderr=/dev/null, no inherited fds"
+
+
+def _make_workdir(path: str) -> str:
+    os.mkdir(path, 0o700)
+    os.chdir(path)
+    return path
+
+
+def _parent_death_signal(driver_pid: int) -> str:
+    isolation.prctl(isolation._PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != driver_pid:
+        os._exit(0)  # the driver is already gone
+    return "SIGKILL when the driver exits"
+
+
+def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Layers:
+    layers = _Layers()
+    probe = plan.probe
+    layers.apply("process", lambda: f"forked session pid {os.getpid()}")
+    layers.apply("setsid", lambda: os.setsid() or f"own session and process group {os.getsid(0)}")
+    layers.apply("fds", lambda: _wire_fds(ctrl_fd, out_fd))
+    layers.apply("empty_env", lambda: os.environ.clear() or "environment emptied")
+    layers.apply("workdir", lambda: _make_workdir(plan.workdir))
+    if probe.cgroups is not None:
+        layers.apply("cgroup", lambda: isolation.join_session_cgroup(
+            probe.cgroups, plan.limits.memory_mb * 2**20, plan.max_pids))
+    else:
+        layers.skip("cgroup", probe.cgroups_detail)
+    if probe.net_namespace[0]:
+        layers.apply("net_namespace", isolation.enter_net_namespace)
+    else:
+        layers.skip("net_namespace", probe.net_namespace[1])
+    layers.apply("rlimits", lambda: isolation.apply_rlimits(plan.limits))
+    if probe.uid_drop[0]:
+        os.chown(plan.workdir, isolation.NOBODY, isolation.NOBODY)
+        layers.apply("uid_drop", lambda: isolation.drop_uid() or probe.uid_drop[1])
+    else:
+        layers.skip("uid_drop", probe.uid_drop[1])
+    layers.apply("parent_death", lambda: _parent_death_signal(plan.driver_pid))
+    layers.apply("no_new_privs", lambda: isolation.prctl(isolation._PR_SET_NO_NEW_PRIVS, 1)
+                 or "PR_SET_NO_NEW_PRIVS")
+    if probe.landlock_abi:
+        layers.apply("landlock", lambda: isolation.apply_landlock(plan.workdir, probe.landlock_abi))
+    else:
+        layers.skip("landlock", "kernel has no Landlock")
+    if seccomp_filter is not None:
+        layers.apply("seccomp", lambda: seccomp_filter.load() or probe.seccomp[1])
+    else:
+        layers.skip("seccomp", probe.seccomp[1])
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# 2) running cells
+
+
+def error_line(exc: BaseException) -> str:
+    """The last line of the traceback Python would print (what the model expects to see)."""
+    if policy.is_blocked(exc):
+        base = ImportError if isinstance(exc, ImportError) else AttributeError
+        return f"{base.__name__}: {exc}"[:MAX_ERROR_CHARS]
+    try:
+        lines = traceback.format_exception_only(type(exc), exc)
+        line = lines[-1].strip() if lines else type(exc).__name__
+    except Exception:  # noqa: BLE001 (a hostile __str__ must not take the session down)
+        line = type(exc).__name__
+    return line[:MAX_ERROR_CHARS]
+
+
+_ERRNO_LAYERS = {
+    errno.EPERM: ("seccomp", "uid_drop"),
+    errno.EACCES: ("landlock", "uid_drop"),
+    errno.EFBIG: ("rlimits",),
+    errno.EMFILE: ("rlimits",),
+    errno.ENETUNREACH: ("net_namespace",),
+    errno.EAGAIN: ("cgroup", "rlimits"),
+}
+
+
+def os_layer(exc: BaseException, layers: _Layers) -> str | None:
+    """Which OS layer most likely refused the operation that raised `exc`."""
+    if isinstance(exc, RuntimeError) and "thread" in str(exc):
+        return "seccomp" if layers.active("seccomp") else None
+    if not isinstance(exc, OSError):
+        return None
+    for name in _ERRNO_LAYERS.get(exc.errno, ()):
+        if layers.active(name):
+            return name
+    return None
+
+
+class Cell:
+    """Runs cells against one persistent namespace; output accounting for display and PoT."""
+
+    def __init__(self, layers: _Layers) -> None:
+        self.layers = layers
+        self.raw = _CountingRaw()
+        self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
+                                       errors="backslashreplace", newline="\n")
+        sys.stdout = sys.__stdout__ = self.stdout
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(_NullRaw()), encoding="utf-8")
+        sys.stdin = sys.__stdin__ = io.StringIO("")
+        policy.bind_stdout(self.stdout)
+        self.namespace = policy.make_globals(self.display)
+        self.mark = 0
+
+    def printed_since_mark(self) -> bool:
+        self.stdout.flush()
+        return self.raw.count != self.mark
+
+    def display(self, value) -> None:
+        if value is not None and not self.printed_since_mark():
+            self.stdout.write(repr(value) + "\n")
+
+    def run(self, source: str, call_solution: bool) -> dict:
+        self.stdout.flush()
+        self.mark = self.raw.count
+        try:
+            compiled = policy.compile_cell(source)
+        except SyntaxError as exc:
+            return {"status": "error", "error": error_line(exc)}
+        except policy.PolicyViolation as exc:
+            return {"status": "blocked", "error": f"PermissionError: {exc}"[:MAX_ERROR_CHARS],
+                    "layer": "policy"}
+        except (ValueError, RecursionError, MemoryError) as exc:
+            return self.classify(exc)
+        try:
+            exec(compiled.code, self.namespace)
+            reply = {"status": "ok"}
+            if call_solution:
+                reply.update(self.solution_value())
+        except BaseException as exc:  # noqa: BLE001 (user code may raise anything, SystemExit included)
+            reply = self.classify(exc)
+        self.flush_quietly()
+        return reply
+
+    def solution_value(self) -> dict:
+        solution = self.namespace.get("solution")
+        if not callable(solution) or self.printed_since_mark():
+            return {}
+        return {"value": str(solution())[:MAX_VALUE_CHARS]}
+
+    def classify(self, exc: BaseException) -> dict:
+        if policy.is_blocked(exc):
+            return {"status": "blocked", "error": error_line(exc), "layer": "policy"}
+        if isinstance(exc, MemoryError):
+            return {"status": "memory_error", "error": error_line(exc), "layer": "rlimits"}
+        return {"status": "error", "error": error_line(exc), "layer": os_layer(exc, self.layers)}
+
+    def flush_quietly(self) -> None:
+        try:
+            self.stdout.flush()
+        except (OSError, ValueError, UnicodeError):
+            self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
+                                           errors="backslashreplace", newline="\n")
+            sys.stdout = self.stdout
+
+
+class _NullRaw(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _send(ctrl: socket.socket, message: dict) -> None:
+    ctrl.sendall(json.dumps(message, ensure_ascii=True).encode() + b"\n")
+
+
+def serve(layers: _Layers) -> None:
+    ctrl = socket.socket(fileno=CTRL_FD)
+    cell = Cell(layers)
+    layers.table["policy"] = {"active": True, "detail": "RestrictedPython, relaxed policy, import allow-list"}
+    _send(ctrl, {"ready": True, "pid": os.getpid(), "layers": layers.table})
+    for line in ctrl.makefile("rb"):
+        request = json.loads(line)
+        reply = cell.run(request["code"], bool(request.get("call_solution")))
+        _send(ctrl, reply)
+
+
+def session_main(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> None:
+    """Entry point in the forked child; never returns."""
+    code = 70
+    try:
+        layers = harden(plan, seccomp_filter, ctrl_fd, out_fd)
+        serve(layers)
+        code = 0
+    except BaseException:  # noqa: BLE001 (a child of fork must never unwind into the driver)
+        code = 71
+    finally:
+        os._exit(code)
