@@ -180,6 +180,10 @@ def plot_curves(report: RunReport) -> bytes:
                 ks, values = zip(*points, strict=True)
                 ax.plot(ks, values, style, color=colour, label=f"{d.name} {name}", markersize=4)
     ax.set_xscale("log", base=2)
+    ks = sorted({k for d in report.datasets for name in ("maj@k", "pass@k") for k, _ in curve(d.metrics, name)})
+    if ks:
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -223,6 +227,7 @@ def plot_agreement(report: RunReport) -> bytes:
         ax.hist(values, bins=bins, alpha=0.55, color=f"C{i % 10}", label=d.name, edgecolor="white")
     ax.set_xlabel("share of samples giving the most common answer")
     ax.set_ylabel("problems")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("answer agreement")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
