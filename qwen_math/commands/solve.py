@@ -1,16 +1,32 @@
 """`qwen-math solve "PROBLEM"`: sample solutions to one problem and print the majority answer.
 
 The problem comes from the argument, from a file (``@FILE`` or ``--file FILE``) or from stdin
-(``-``). Prints the answer and the vote table; ``--json`` prints one JSON object.
+(``-``). Prints the answer and the vote table; ``--show-trace`` adds every sample's trace (its
+turns, code, execution status and output); ``--json`` prints one JSON object
+``{"answer": ..., "votes": {answer: count}, "samples": [...]}`` instead. With one sample on a
+terminal the trace streams turn by turn as it is generated.
+
+Examples:
+  qwen-math solve "What is the sum of the first 100 positive integers?"
+  qwen-math solve @problem.txt --mode tir -n 8 --json
+  qwen-math dev tiny-model /tmp/tiny && qwen-math solve "1+1?" --model /tmp/tiny --max-tokens 32
+  qwen-math solve "x?" --mode tir --backend scripted --script trajectories.jsonl --json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from qwen_math.commands import flags
+from qwen_math.errors import UsageError
 
 HELP = "Solve one problem (CoT, PoT or TIR) with majority voting over n samples."
+
+#: Backends that load weights from a local folder (an id is resolved through the HF cache).
+LOCAL_WEIGHT_BACKENDS = frozenset({"hf", "vllm"})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +41,110 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qwen_math.model import resolve_checkpoint
+    from qwen_math.backends.base import get_backend_class
+    from qwen_math.prompts import check_prompt_style
+    from qwen_math.solve import check_problem, solve
 
-    flags.sampling_from_args(args)
-    resolve_checkpoint(args.model)
-    raise NotImplementedError("the decoder is not implemented yet")
+    # 1) every check that needs no model, so bad input fails fast
+    problem = check_problem(read_problem(args.problem, args.file))
+    sampling = flags.sampling_from_args(args)
+    style = check_prompt_style(args.prompt)
+    if args.max_tool_calls < 0:
+        raise UsageError(f"--max-tool-calls must be >= 0, got {args.max_tool_calls}")
+    backend_class = get_backend_class(args.backend)
+    # 2) the model and the backend
+    options = flags.backend_options_from_args(args)
+    if args.backend in LOCAL_WEIGHT_BACKENDS:
+        from dataclasses import replace
+
+        from qwen_math.model import resolve_checkpoint
+
+        options = replace(options, model=str(resolve_checkpoint(args.model)))
+    backend = backend_class.create(options)
+    # 3) sample, streaming one sample's turns on a terminal
+    stream = sampling.n == 1 and not args.json and sys.stdout.isatty()
+    try:
+        solution = solve(
+            problem, mode=args.mode, sampling=sampling, backend=backend,
+            max_tool_calls=args.max_tool_calls, prompt_style=style,
+            on_turn=print_turn_live if stream else None,
+        )
+    finally:
+        backend.close()
+    # 4) report
+    if args.json:
+        print(json.dumps(solution.to_json(), ensure_ascii=False))
+        return 0
+    if args.show_trace and not stream:
+        for sample in solution.samples:
+            print_trace(sample)
+    print_answer(solution)
+    return 0
+
+
+def read_problem(argument: str | None, file: str | None) -> str:
+    """The problem text from exactly one source: the argument, @FILE, --file FILE, or - (stdin)."""
+    if argument is not None and file is not None:
+        raise UsageError("give the problem either as an argument or with --file, not both")
+    if file is not None:
+        return read_text_file(file)
+    if argument is None:
+        raise UsageError('no problem given: pass "PROBLEM", @FILE, --file FILE, or - to read stdin')
+    if argument == "-":
+        return sys.stdin.read()
+    if argument.startswith("@"):
+        return read_text_file(argument[1:])
+    return argument
+
+
+def read_text_file(name: str) -> str:
+    path = Path(name)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"problem file {name}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"problem file {name}: is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"problem file {name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"problem file {name}: cannot read it ({exc.strerror})") from None
+
+
+# --- printing -----------------------------------------------------------------------------
+def print_turn_live(trajectory, turn, executed: bool) -> None:
+    """Streaming: a turn's text when it is generated, its program's result when it has run."""
+    if executed:
+        print(turn.appended, end="", flush=True)
+        if turn.status and turn.status != "ok":
+            print(f"[cell {turn.status}]", flush=True)
+    else:
+        print(turn.text, end="", flush=True)
+
+
+def print_trace(sample) -> None:
+    print(f"--- sample {sample.sample} · finish {sample.finish_reason} · "
+          f"{sample.completion_tokens} tokens · {sample.tool_calls} tool calls · "
+          f"answer {sample.answer if sample.answer is not None else '(none)'} ---")
+    for number, turn in enumerate(sample.turns, start=1):
+        print(turn.text, end="")
+        if turn.code is not None:
+            print(turn.appended, end="")
+            print(f"[cell {number}: {turn.status}, {turn.exec_duration_s or 0:.3f} s]")
+    print()
+
+
+def print_answer(solution) -> None:
+    total = len(solution.samples)
+    print(f"answer: {solution.answer if solution.answer is not None else '(no answer)'}")
+    if total > 1 or not solution.votes:
+        print("votes:")
+        for answer, count in solution.votes.items():
+            print(f"  {count:>4}/{total}  {answer}")
+        missing = sum(1 for s in solution.samples if s.answer is None)
+        if missing:
+            print(f"  {missing:>4}/{total}  (no answer)")
+    reasons = {}
+    for sample in solution.samples:
+        reasons[sample.finish_reason] = reasons.get(sample.finish_reason, 0) + 1
+    print("finish: " + ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())))

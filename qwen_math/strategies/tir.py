@@ -92,7 +92,7 @@ class TirStrategy:
 
 def output_block(output: str) -> str:
     """The text appended after a program ran: its output in an ```output block."""
-    from sandbox.result import escape_fences
+    from sandbox import escape_fences
 
     return f"{OUTPUT_FENCE}\n{escape_fences(output.rstrip())}\n```\n"
 
