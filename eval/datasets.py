@@ -1,0 +1,299 @@
+"""Benchmark loading: a registry of dataset specs and ``load_benchmark``.
+
+Each ``DatasetSpec`` names the question field(s), the gold field and its parser, the answer
+type, the metadata to keep (level, subject, ...), the extraction policy
+(``eval.extract.POLICIES``) and where it lives on the Hugging Face hub. Problems come from a
+local JSONL file, from a folder holding ``{name}.jsonl`` or ``{name}/{split}.jsonl``, or from
+the hub through ``datasets`` (imported lazily, only then). ``limit`` takes the first N in file
+order.
+
+What it deliberately does not do: build prompts, download anything when a local file is
+given, or guess a gold answer it cannot parse (a row without one is a ``DataError`` naming
+file:line).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.errors import DataError, DataUnavailable
+from eval.extract import POLICIES, ExtractionPolicy, boxed_spans
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "QWEN_MATH_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark problem."""
+
+    dataset: str
+    idx: int
+    problem_id: str
+    question: str
+    gold: str | None
+    answer_type: str = "expression"  # number | expression | choice | text
+    choices: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- gold parsers ---------------------------------------------------------------------------
+
+
+def gold_as_is(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def gold_after_hashes(value: Any) -> str | None:
+    """GSM8K: the text after ``#### `` (thousands commas dropped)."""
+    text = str(value)
+    if "####" not in text:
+        return None
+    return text.rsplit("####", 1)[1].strip().replace(",", "") or None
+
+
+def gold_last_boxed(value: Any) -> str | None:
+    spans = boxed_spans(str(value))
+    return spans[-1][2].strip() if spans else None
+
+
+def gold_first_of_list(value: Any) -> str | None:
+    """OlympiadBench: ``final_answer`` is a list (or its Python repr); several are joined."""
+    items = value
+    if isinstance(value, str):
+        try:
+            items = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            items = [value]
+    if not isinstance(items, list | tuple):
+        items = [items]
+    answers = [str(item).strip() for item in items if str(item).strip()]
+    return ", ".join(answers) or None
+
+
+def gold_without_unit_note(value: Any) -> str | None:
+    """ASDiv: ``9 (apples)`` -> ``9``."""
+    text = re.sub(r"\s*\([^()]*\)\s*$", "", str(value)).strip()
+    return text or None
+
+
+GOLD_PARSERS: dict[str, Callable[[Any], str | None]] = {
+    "as_is": gold_as_is,
+    "after_hashes": gold_after_hashes,
+    "last_boxed": gold_last_boxed,
+    "list": gold_first_of_list,
+    "without_unit_note": gold_without_unit_note,
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    question_fields: tuple[str, ...]
+    gold_field: str
+    gold_parser: str = "as_is"
+    answer_type: str = "expression"
+    policy: str = "default"
+    metadata_fields: tuple[str, ...] = ()
+    id_field: str | None = None
+    choices_field: str | None = None
+    hub: tuple[str, str | None] | None = None  # (path, config)
+    hub_fields: Mapping[str, str] = field(default_factory=dict)  # hub name -> our name
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    DatasetSpec("gsm8k", ("question",), "answer", "after_hashes", "number", "word_problem",
+                hub=("openai/gsm8k", "main")),
+    DatasetSpec("math", ("problem",), "solution", "last_boxed", metadata_fields=("level", "type"),
+                hub=("EleutherAI/hendrycks_math", None)),
+    DatasetSpec("math500", ("problem",), "answer", metadata_fields=("level", "subject"),
+                id_field="unique_id", hub=("HuggingFaceH4/MATH-500", None)),
+    DatasetSpec("aime24", ("problem",), "answer", "as_is", "number", id_field="id",
+                hub=("HuggingFaceH4/aime_2024", None)),
+    DatasetSpec("amc23", ("question",), "answer", "as_is", "number", id_field="id",
+                hub=("math-ai/amc23", None)),
+    DatasetSpec("minerva_math", ("problem",), "solution", "last_boxed", metadata_fields=("type",),
+                hub=("math-ai/minervamath", None)),
+    DatasetSpec("olympiadbench", ("question",), "final_answer", "list",
+                metadata_fields=("subfield", "answer_type", "unit", "is_multiple_answer"),
+                id_field="id", hub=("Hothan/OlympiadBench", "OE_TO_maths_en_COMP")),
+    DatasetSpec("svamp", ("Body", "Question"), "Answer", "as_is", "number", "word_problem",
+                metadata_fields=("Type",), id_field="ID", hub=("ChilleD/SVAMP", None)),
+    DatasetSpec("asdiv", ("body", "question"), "answer", "without_unit_note", "number",
+                "word_problem", metadata_fields=("solution_type",)),
+    DatasetSpec("mawps", ("input",), "target", "as_is", "number", "word_problem",
+                metadata_fields=("type",)),
+    DatasetSpec("aqua", ("question",), "correct", "as_is", "choice", "multiple_choice",
+                choices_field="options", hub=("deepmind/aqua_rat", "raw")),
+    DatasetSpec("carp_en", ("content",), "answer"),
+    DatasetSpec("college_math", ("question",), "answer", metadata_fields=("data_topic",),
+                id_field="question_number"),
+    DatasetSpec("gaokao2023en", ("question",), "answer"),
+)}
+
+ALIASES = {"math-500": "math500", "math_500": "math500", "aime": "aime24", "amc": "amc23",
+           "minerva": "minerva_math", "aqua_rat": "aqua", "gaokao": "gaokao2023en"}
+
+
+def extraction_policy(dataset: str | None) -> ExtractionPolicy:
+    """The extraction policy of a dataset (or policy) name; unknown names get the default."""
+    if dataset is None:
+        return POLICIES["default"]
+    if dataset in POLICIES:
+        return POLICIES[dataset]
+    spec = find_spec(dataset)
+    return POLICIES[spec.policy] if spec else POLICIES["default"]
+
+
+def find_spec(name: str) -> DatasetSpec | None:
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key in DATASETS:
+        return DATASETS[key]
+    for spec in DATASETS.values():
+        if spec.hub and spec.hub[0].lower() == key:
+            return spec
+    return None
+
+
+def generic_spec(name: str, fields: Iterable[str]) -> DatasetSpec:
+    """A spec for an unregistered local file, from the fields its first row has."""
+    fields = list(fields)
+    question = next((f for f in ("question", "problem", "input", "query") if f in fields), None)
+    gold = next((f for f in ("answer", "gold", "gt", "target", "final_answer") if f in fields), None)
+    if question is None or gold is None:
+        raise DataError(
+            f"{name}: cannot tell the question and gold fields of an unregistered dataset; "
+            f"fields present: {', '.join(fields)} (known datasets: {', '.join(DATASETS)})"
+        )
+    return DatasetSpec(name, (question,), gold)
+
+
+# --- rows -> problems -----------------------------------------------------------------------
+
+
+def problem_from_row(spec: DatasetSpec, row: Mapping[str, Any], idx: int, where: str) -> Problem:
+    if not isinstance(row, Mapping):
+        raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    needed = [*spec.question_fields, spec.gold_field]
+    missing = [name for name in needed if name not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}; fields present: {', '.join(sorted(row))}")
+    question = " ".join(str(row[name]).strip() for name in spec.question_fields)
+    gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_field])
+    if gold is None:  # present but empty/unparsable: kept, and graded as never correct
+        log.warning("%s: no gold answer in field %r", where, spec.gold_field)
+    choices = parse_choices(row.get(spec.choices_field)) if spec.choices_field else ()
+    if choices:
+        question = question + "\nAnswer Choices: " + " ".join(f"({c})" if not c.startswith("(") else c for c in choices)
+    own_id = row.get(spec.id_field) if spec.id_field else None
+    problem_id = str(own_id) if spec.id_field == "unique_id" and own_id else f"{spec.name}/{own_id if own_id not in (None, '') else idx}"
+    metadata = {name: row[name] for name in spec.metadata_fields if name in row}
+    return Problem(spec.name, idx, problem_id, question, gold, spec.answer_type, choices, metadata)
+
+
+def parse_choices(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return ()
+    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+
+
+def read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; bad lines raise ``DataError``."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+
+
+def load_jsonl(path: Path, name: str, limit: int | None) -> list[Problem]:
+    problems: list[Problem] = []
+    spec = find_spec(name)
+    for number, row in read_jsonl(path):
+        if limit is not None and len(problems) >= limit:
+            break
+        if spec is None:
+            spec = generic_spec(name, row if isinstance(row, Mapping) else {})
+        problems.append(problem_from_row(spec, row, len(problems), f"{path}:{number}"))
+    return problems
+
+
+def local_file(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Path | None:
+    roots = [Path(data_dir)] if data_dir else []
+    if os.environ.get(DATA_DIR_ENV):
+        roots.append(Path(os.environ[DATA_DIR_ENV]))
+    for root in roots:
+        for candidate in (root / f"{name}.jsonl", root / name / f"{split}.jsonl"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_from_hub(spec: DatasetSpec, split: str, limit: int | None) -> list[Problem]:
+    hint = (f"pass a local JSONL file or folder instead (e.g. `--data ../shared/data/benchmarks`, "
+            f"or set {DATA_DIR_ENV})")
+    if spec.hub is None:
+        raise DataUnavailable(f"dataset {spec.name!r} has no Hugging Face hub source; {hint}")
+    try:
+        import datasets as hf_datasets
+    except ImportError:
+        raise DataUnavailable(f"the `datasets` package is not installed; {hint}") from None
+    path, config = spec.hub
+    try:
+        rows = hf_datasets.load_dataset(path, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - any hub/network failure is "unavailable" here
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataUnavailable(f"cannot load {path} from the Hugging Face hub ({reason}); {hint}") from None
+    problems = []
+    for idx, row in enumerate(rows):
+        if limit is not None and idx >= limit:
+            break
+        row = {spec.hub_fields.get(k, k): v for k, v in dict(row).items()}
+        problems.append(problem_from_row(spec, row, idx, f"{path}[{split}][{idx}]"))
+    return problems
+
+
+def load_benchmark(name_or_path: str | os.PathLike[str], *, split: str = "test",
+                   limit: int | None = None,
+                   data_dir: str | os.PathLike[str] | None = None) -> list[Problem]:
+    """Problems of a benchmark: a JSONL path, a folder, a registered name or a hub id."""
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}")
+    path = Path(name_or_path)
+    if path.is_file():
+        name = path.parent.name if path.stem == split else path.stem
+        return load_jsonl(path, name, limit)
+    if path.is_dir():
+        found = next((c for c in (path / f"{split}.jsonl",) if c.is_file()), None)
+        if found is None:
+            raise DataError(f"{path}: folder has no {split}.jsonl")
+        return load_jsonl(found, path.name, limit)
+    spec = find_spec(str(name_or_path))
+    if spec is None:
+        raise DataError(f"unknown dataset {str(name_or_path)!r}: not a file, a folder or one of "
+                        f"{', '.join(DATASETS)}")
+    local = local_file(spec.name, split, data_dir)
+    if local is not None:
+        return load_jsonl(local, spec.name, limit)
+    return load_from_hub(spec, split, limit)

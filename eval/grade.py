@@ -1,0 +1,244 @@
+"""Grade responses against gold answers: extract, compare, and do it in parallel with a hard
+per-item deadline.
+
+``grade_response`` is the single-item, in-process verb. ``GraderPool`` owns worker processes
+(forked after SymPy is imported, so a replacement starts in milliseconds); each worker grades
+one item at a time and the parent watches a deadline per item. A worker that overruns it
+(e.g. stuck in C-level big-integer code, where no signal can reach Python) is killed with
+SIGKILL and replaced; its item becomes ``timeout`` and the batch goes on. A worker that dies
+marks its item ``invalid``. ``grade_batch`` uses one lazily created default pool (behind
+``default_pool()``), or a private pool when a different worker count is asked for.
+
+What it deliberately does not do: decide equivalence (``eval.equivalence``) or extraction
+(``eval.extract``); it only orchestrates them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from eval.equivalence import judge
+from eval.extract import extract_answer
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("correct", "wrong", "no_answer", "timeout", "invalid")
+#: Seconds a worker may run past the in-process deadline before it is killed.
+KILL_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The verdict on one response: truthy exactly when ``status == "correct"``."""
+
+    status: str
+    answer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"grade status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+
+    def __bool__(self) -> bool:
+        return self.status == "correct"
+
+    @property
+    def correct(self) -> bool:
+        return self.status == "correct"
+
+
+Item = tuple  # (response, gold) or (response, gold, dataset)
+
+
+def grade_response(response: str | None, gold: str | None, *, dataset: str | None = None,
+                   timeout: float = 5.0) -> Grade:
+    """Extract the final answer of ``response`` and compare it with ``gold``."""
+    answer = extract_answer(response, dataset=dataset)
+    if answer is None:
+        return Grade("no_answer", None)
+    return Grade(judge(answer, gold, timeout=timeout), answer)
+
+
+def grade_item(item: Sequence[Any], timeout: float) -> Grade:
+    """Grade one ``(response, gold[, dataset])`` tuple (the workers' default job)."""
+    if not 2 <= len(item) <= 3:
+        raise ValueError(f"a grading item is (response, gold) or (response, gold, dataset), got {len(item)} fields")
+    response, gold = item[0], item[1]
+    dataset = item[2] if len(item) == 3 else None
+    return grade_response(response, gold, dataset=dataset, timeout=timeout)
+
+
+# --- worker side ---------------------------------------------------------------------------
+
+
+def worker_loop(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Grade]) -> None:
+    """Receive ``(index, item, timeout)``, send ``(index, status, answer)``; ``None`` stops."""
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        index, item, timeout = message
+        try:
+            grade = grade_fn(item, timeout)
+        except Exception as exc:  # noqa: BLE001 - a bad item is a verdict, never a dead worker
+            log.debug("grading item %d failed: %s", index, exc)
+            grade = Grade("invalid", None)
+        conn.send((index, grade.status, grade.answer))
+
+
+def warm_imports() -> None:
+    """Import SymPy and the LaTeX parser once, before forking workers."""
+    import sympy  # noqa: F401
+    from latex2sympy2_extended import latex2sympy  # noqa: F401
+
+
+# --- parent side ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    index: int | None = None  # item in flight
+    deadline: float = 0.0
+
+
+class GraderPool:
+    """Worker processes that grade items with a hard per-item deadline (a context manager)."""
+
+    def __init__(self, workers: int | None = None, *, timeout: float = 5.0,
+                 grade_fn: Callable[[Sequence[Any], float], Grade] = grade_item) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.size = workers or max(1, os.cpu_count() or 1)
+        self.timeout = timeout
+        self.grade_fn = grade_fn
+        self.killed = 0
+        self._workers: list[_Worker] = []
+        methods = multiprocessing.get_all_start_methods()
+        self._context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+    # lifecycle
+    def __enter__(self) -> GraderPool:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self._workers:
+            return
+        warm_imports()
+        self._workers = [self._spawn() for _ in range(self.size)]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for worker in self._workers:
+            worker.process.join(timeout=1.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = []
+
+    def _spawn(self) -> _Worker:
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(target=worker_loop, args=(child_end, self.grade_fn), daemon=True)
+        process.start()
+        child_end.close()
+        return _Worker(process, parent_end)
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.process.kill()
+        worker.process.join()
+        worker.conn.close()
+        fresh = self._spawn()
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    # grading
+    def grade_batch(self, items: Iterable[Sequence[Any]], *, timeout: float | None = None) -> list[Grade]:
+        """Grade every item; the result list is in item order and always complete."""
+        items = list(items)
+        timeout = self.timeout if timeout is None else timeout
+        self.start()
+        results: list[Grade | None] = [None] * len(items)
+        pending = iter(range(len(items)))
+        for worker in list(self._workers):
+            self._dispatch(worker, pending, items, timeout)
+        while any(w.index is not None for w in self._workers):
+            self._collect(results, pending, items, timeout)
+        return [r if r is not None else Grade("invalid") for r in results]
+
+    def _dispatch(self, worker: _Worker, pending: Iterable[int], items: list[Sequence[Any]],
+                  timeout: float) -> None:
+        index = next(iter(pending), None)
+        if index is None:
+            worker.index = None
+            return
+        worker.index = index
+        worker.deadline = time.monotonic() + timeout + KILL_GRACE_S
+        try:
+            worker.conn.send((index, tuple(items[index]), timeout))
+        except (BrokenPipeError, OSError):
+            worker.deadline = 0.0  # collected as a dead worker below
+
+    def _collect(self, results: list[Grade | None], pending: Iterable[int],
+                 items: list[Sequence[Any]], timeout: float) -> None:
+        busy = [w for w in self._workers if w.index is not None]
+        wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+        ready = wait([w.conn for w in busy], timeout=wait_s)
+        now = time.monotonic()
+        for worker in busy:
+            if worker.conn in ready:
+                try:
+                    index, status, answer = worker.conn.recv()
+                    results[index] = Grade(status, answer)
+                except (EOFError, OSError):
+                    results[worker.index] = Grade("invalid")
+                    worker = self._replace(worker)
+                self._dispatch(worker, pending, items, timeout)
+            elif now >= worker.deadline:
+                log.warning("grading item %d overran %.1f s; worker killed", worker.index, timeout)
+                results[worker.index] = Grade("timeout")
+                self.killed += 1
+                self._dispatch(self._replace(worker), pending, items, timeout)
+
+
+_DEFAULT_POOL: GraderPool | None = None
+
+
+def default_pool(workers: int | None = None) -> GraderPool:
+    """The process-wide pool, created on first use and closed at exit."""
+    global _DEFAULT_POOL
+    if _DEFAULT_POOL is None:
+        _DEFAULT_POOL = GraderPool(workers)
+        atexit.register(_DEFAULT_POOL.close)
+    return _DEFAULT_POOL
+
+
+def grade_batch(items: Iterable[Sequence[Any]], *, workers: int | None = None,
+                timeout: float = 5.0) -> list[Grade]:
+    """Grade ``(response, gold[, dataset])`` items in worker processes with a hard deadline."""
+    items = list(items)
+    if not items:
+        return []
+    if workers is None or workers == default_pool().size:
+        return default_pool().grade_batch(items, timeout=timeout)
+    with GraderPool(workers, timeout=timeout) as pool:
+        return pool.grade_batch(items)
