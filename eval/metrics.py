@@ -1,0 +1,213 @@
+"""Voting and accuracy metrics over graded samples.
+
+- ``vote_table`` groups answers by equivalence (normalised spelling first, then
+  ``is_equivalent`` between group representatives) and counts each group; ties are broken
+  by the group that appeared first, so the result is deterministic.
+- ``pass_at_k`` is the unbiased estimator 1 - C(n-c, k) / C(n, k).
+- ``maj_at_k`` averages the correctness of the majority answer over the size-k subsets of the
+  n samples: exactly when there are at most ``EXACT_SUBSETS`` subsets, else by seeded Monte
+  Carlo.
+- ``summarize`` is the one function that turns graded samples grouped by problem into the
+  metrics dict that ``eval`` runs write to ``metrics.json`` and that ``rescore`` prints:
+  acc (with a 95 % bootstrap interval over problems), pass@k and maj@k for k = 1, 2, 4, ... <= n,
+  and accuracy by level and by subject.
+
+What it deliberately does not do: grade (``eval.grade``) or read files.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eval.normalize import canonical_text, normalize_answer
+
+EXACT_SUBSETS = 2000
+MONTE_CARLO_DRAWS = 1000
+BOOTSTRAP_DRAWS = 1000
+
+Equivalence = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class ProblemSamples:
+    """The graded samples of one problem: ``answers[i]`` was graded ``correct[i]``."""
+
+    problem_id: str
+    answers: tuple[str | None, ...]
+    correct: tuple[bool, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.answers) != len(self.correct):
+            raise ValueError(f"{self.problem_id}: {len(self.answers)} answers but {len(self.correct)} verdicts")
+
+
+def default_equivalence(a: str, b: str) -> bool:
+    from eval.equivalence import is_equivalent
+
+    return is_equivalent(a, b, timeout=2.0)
+
+
+def group_answers(answers: Sequence[str | None], *,
+                  equivalent: Equivalence | None = None) -> list[int | None]:
+    """A group id per answer (``None`` for no answer); ids count up in first-seen order."""
+    equivalent = equivalent or default_equivalence
+    groups: list[int | None] = []
+    keys: dict[str, int] = {}
+    representatives: list[str] = []
+    for answer in answers:
+        if answer is None or not str(answer).strip():
+            groups.append(None)
+            continue
+        key = canonical_text(normalize_answer(answer).text)
+        if key not in keys:
+            match = next((g for g, rep in enumerate(representatives) if equivalent(answer, rep)), None)
+            if match is None:
+                match = len(representatives)
+                representatives.append(answer)
+            keys[key] = match
+        groups.append(keys[key])
+    return groups
+
+
+def vote_table(answers: Sequence[str | None], *,
+               equivalent: Equivalence | None = None) -> list[tuple[str, int]]:
+    """(representative answer, votes) per equivalence group, most votes first, ties by first
+    appearance."""
+    groups = group_answers(answers, equivalent=equivalent)
+    counts: dict[int, int] = {}
+    first: dict[int, str] = {}
+    for answer, group in zip(answers, groups, strict=True):
+        if group is None:
+            continue
+        counts[group] = counts.get(group, 0) + 1
+        first.setdefault(group, answer)
+    order = sorted(counts, key=lambda g: (-counts[g], g))
+    return [(first[g], counts[g]) for g in order]
+
+
+def majority_vote(answers: Sequence[str | None], *,
+                  equivalent: Equivalence | None = None) -> str | None:
+    """The answer of the largest equivalence group (first-seen wins a tie); ``None`` if none."""
+    table = vote_table(answers, equivalent=equivalent)
+    return table[0][0] if table else None
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k: the chance that a random size-k subset of n samples (c correct) has a
+    correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def subset_majority_correct(groups: Sequence[int | None], correct: Sequence[bool],
+                            subset: Sequence[int]) -> bool:
+    counts: dict[int, int] = {}
+    first: dict[int, int] = {}
+    for i in subset:
+        group = groups[i]
+        if group is None:
+            continue
+        counts[group] = counts.get(group, 0) + 1
+        first.setdefault(group, i)
+    if not counts:
+        return False
+    winner = min(counts, key=lambda g: (-counts[g], first[g]))
+    return bool(correct[first[winner]])
+
+
+def maj_at_k(groups: Sequence[int | None], correct: Sequence[bool], k: int, *,
+             seed: int = 0, draws: int = MONTE_CARLO_DRAWS) -> float:
+    """Mean correctness of the majority answer over size-k subsets of the samples.
+
+    ``groups`` are equivalence-group ids (``group_answers``); exact over all subsets when
+    there are at most ``EXACT_SUBSETS`` of them, else ``draws`` seeded random subsets.
+    """
+    n = len(groups)
+    if not 1 <= k <= n:
+        raise ValueError(f"maj@k needs 1 <= k <= n, got k={k}, n={n}")
+    if math.comb(n, k) <= EXACT_SUBSETS:
+        subsets: Any = itertools.combinations(range(n), k)
+        total = math.comb(n, k)
+    else:
+        rng = random.Random(seed)
+        subsets = (sorted(rng.sample(range(n), k)) for _ in range(draws))
+        total = draws
+    wins = sum(subset_majority_correct(groups, correct, s) for s in subsets)
+    return wins / total
+
+
+def accuracy(correct: Sequence[bool]) -> float:
+    return sum(map(bool, correct)) / len(correct) if correct else 0.0
+
+
+def powers_of_two_up_to(n: int) -> list[int]:
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+def bootstrap_interval(values: Sequence[float], *, seed: int = 0,
+                       draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean of ``values``."""
+    if not values:
+        return (0.0, 0.0)
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
+    return (means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))])
+
+
+def breakdown(problems: Sequence[ProblemSamples], key: str) -> dict[str, dict[str, float]]:
+    """Sample accuracy per value of ``metadata[key]`` (problems without it are left out)."""
+    buckets: dict[str, list[bool]] = {}
+    for problem in problems:
+        if key in problem.metadata and problem.metadata[key] is not None:
+            buckets.setdefault(str(problem.metadata[key]), []).extend(problem.correct)
+    return {value: {"acc": accuracy(c), "samples": len(c)} for value, c in sorted(buckets.items())}
+
+
+BREAKDOWN_KEYS = {"by_level": ("level",), "by_subject": ("subject", "type", "subfield")}
+
+
+def summarize(problems: Sequence[ProblemSamples], *, seed: int = 0,
+              equivalent: Equivalence | None = None) -> dict[str, Any]:
+    """The metrics dict of a run: fractions in [0, 1], k = 1, 2, 4, ... <= n."""
+    if not problems:
+        return {"n": 0, "problems": 0, "samples": 0, "acc": 0.0, "pass@k": {}, "maj@k": {}}
+    n = min(len(p.answers) for p in problems)
+    per_problem = [accuracy(p.correct) for p in problems]
+    all_correct = [c for p in problems for c in p.correct]
+    ks = powers_of_two_up_to(n)
+    groups = [group_answers(p.answers[:n], equivalent=equivalent) for p in problems]
+    summary: dict[str, Any] = {
+        "n": n,
+        "problems": len(problems),
+        "samples": len(all_correct),
+        "acc": accuracy(all_correct),
+        "acc_ci95": list(bootstrap_interval(per_problem, seed=seed)),
+        "pass@k": {str(k): mean(pass_at_k(n, sum(p.correct[:n]), k) for p in problems) for k in ks},
+        "maj@k": {str(k): mean(maj_at_k(g, p.correct[:n], k, seed=seed)
+                               for g, p in zip(groups, problems, strict=True)) for k in ks},
+        "no_answer": sum(a is None for p in problems for a in p.answers) / len(all_correct),
+    }
+    for name, keys in BREAKDOWN_KEYS.items():
+        key = next((k for k in keys if any(k in p.metadata for p in problems)), None)
+        if key:
+            summary[name] = breakdown(problems, key)
+    return summary
+
+
+def mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
