@@ -77,6 +77,10 @@ class PolicyAttributeError(_Blocked, AttributeError):
     """An attribute (or module reached through one) outside the allow-list."""
 
 
+class PolicyPermissionError(_Blocked, PermissionError):
+    """A file outside the session's work dir."""
+
+
 def is_blocked(exc: BaseException) -> bool:
     return isinstance(exc, _Blocked)
 
@@ -282,7 +286,7 @@ def _open_in_workdir(file, mode="r", *args, **kwargs):
     """`open` for user code: relative paths inside the session's work dir only."""
     path = str(file)
     if not isinstance(file, (str, bytes)) or path.startswith("/") or ".." in path.split("/"):
-        raise PermissionError(f"open({file!r}): only files in the working directory are allowed")
+        raise PolicyPermissionError(f"open({file!r}): only files in the working directory are allowed")
     return open(path, mode, *args, **kwargs)
 
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 
 from sandbox import isolation, policy
@@ -68,12 +69,14 @@ class _Layers:
         self.table: dict[str, dict] = {}
 
     def apply(self, name: str, step) -> bool:
+        start = time.perf_counter()
         try:
             detail = step()
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
             self.table[name] = {"active": False, "detail": f"{exc.__class__.__name__}: {exc}"}
             return False
-        self.table[name] = {"active": True, "detail": detail}
+        cost_ms = round((time.perf_counter() - start) * 1000, 3)
+        self.table[name] = {"active": True, "detail": detail, "cost_ms": cost_ms}
         return True
 
     def skip(self, name: str, detail: str) -> None:
@@ -155,7 +158,7 @@ def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Lay
 def error_line(exc: BaseException) -> str:
     """The last line of the traceback Python would print (what the model expects to see)."""
     if policy.is_blocked(exc):
-        base = ImportError if isinstance(exc, ImportError) else AttributeError
+        base = next(cls for cls in type(exc).__mro__ if cls.__module__ == "builtins")
         return f"{base.__name__}: {exc}"[:MAX_ERROR_CHARS]
     try:
         lines = traceback.format_exception_only(type(exc), exc)
