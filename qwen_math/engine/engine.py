@@ -1,0 +1,404 @@
+"""The decode engine: continuous batching over a slot KV cache with prefix reuse.
+
+Each request is one sample (token ids in, token ids and text out). ``Engine.step`` advances
+all work by one decode step and returns the requests that finished in it:
+
+1. admit waiting requests into free slots; a request starts from the longest prefix of its
+   prompt already held in any slot (the n samples of one prompt share its prefill; a TIR
+   continuation with the same ``cache_key`` takes over its parked slot and keeps its KV), the
+   prefix is copied (or kept) and only the remaining tokens are fed;
+2. chunked prefill: feed up to ``prefill_chunk`` prompt tokens (all but each prompt's last
+   token), so a long prompt never stalls the decoding rows for long;
+3. decode: one batched forward over every row whose last input token is pending -> logits,
+   sampled on the device with each row's own parameters and seed;
+4. bring the new tokens to the host once for the whole batch, check EOS / stop strings /
+   max_tokens / context; a finished row frees its slot (or parks it under its ``cache_key``
+   for a later TIR resume), refilled from waiting work at the next step.
+
+Why the last prompt token is always fed by the decode step: prefill then never computes logits
+(no LM head over prompt positions), and a prompt's n samples each feed that token in the same
+batched step and sample with their own seeds.
+
+On CUDA the decode forward can be wrapped in ``torch.compile(mode="reduce-overhead")`` with the
+batch padded to a few bucket sizes and attention over the whole cache capacity, so each bucket
+is captured as a CUDA graph (``EngineConfig.cuda_graphs``; not exercised on CPU).
+
+What it deliberately does not do: tokenisation (the backend does it), preemption of running
+rows, speculative decoding, or priorities (waiting work is first come, first served).
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
+from qwen_math.engine.qwen2 import Qwen2Forward
+from qwen_math.engine.sampling import SamplingBatch, sample_tokens
+from qwen_math.engine.stops import Finish, StopChecker
+from qwen_math.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+#: batch sizes a CUDA graph is captured for (a batch is padded up to the next one).
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch_size: int | None = None  # None: 64 on CPU, 256 on CUDA (then capped by memory)
+    context_window: int = 4096
+    prefill_chunk: int = 512
+    memory_fraction: float | None = None  # of free memory for the KV cache; None: 0.5 CPU, 0.85 CUDA
+    ignore_eos: bool = False  # benchmarks only: decode exactly max_tokens tokens
+    cuda_graphs: bool = True  # on CUDA only
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    max_tokens: int
+    seed: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    stop: tuple[str, ...] = ()
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    request_id: str
+    finish: Finish
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens whose KV came from the cache instead of a prefill
+
+
+@dataclass
+class EngineStats:
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    decode_steps: int = 0
+    decoded_tokens: int = 0
+    peak_kv_bytes: int = 0
+    peak_memory_bytes: int = 0  # accelerator peak on CUDA, process peak RSS on CPU
+
+
+@dataclass
+class Slot:
+    """One row of the KV cache and what it holds."""
+
+    index: int
+    tokens: list[int] = field(default_factory=list)  # ids whose keys/values are in the row
+    row: Row | None = None  # the request decoding here, if any
+    parked_key: str | None = None  # a finished trajectory's cache_key, kept for its resume
+    parked_at: int = 0
+
+
+@dataclass
+class Row:
+    """A request in flight (like nanochat's RowState)."""
+
+    request: EngineRequest
+    slot: Slot
+    pending: list[int]  # input tokens not yet in the cache; exactly 1 while decoding
+    checker: StopChecker
+    reused: int
+    generated: list[int] = field(default_factory=list)
+
+
+class Engine:
+    """Continuous-batching generation over a ``Qwen2ForCausalLM``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        decode_text: Callable[[Sequence[int]], str],
+        eos_ids: frozenset[int],
+        config: EngineConfig = EngineConfig(),
+    ) -> None:
+        self.config = config
+        self.forward = Qwen2Forward(model, context_window=config.context_window)
+        self.device = self.forward.device
+        self.decode_text = decode_text
+        self.eos_ids = frozenset() if config.ignore_eos else eos_ids
+        self.cache = KVCache(
+            self.forward.cache_shape,
+            slots=self._slot_count(),
+            context_window=config.context_window,
+            device=self.device,
+        )
+        # with CUDA graphs the last slot is scratch space for the rows that pad a batch bucket
+        usable = self.cache.slots - 1 if self._use_graphs and self.cache.slots > 1 else self.cache.slots
+        self.slots = [Slot(i) for i in range(usable)]
+        self.waiting: deque[EngineRequest] = deque()
+        self.running: list[Row] = []
+        self.stats = EngineStats()
+        self._clock = 0
+        self._row_chunk = 16 if self.device.type == "cpu" else None
+        self._graph_decode = self._compiled_decode() if self._use_graphs else None
+        self._static_capacity = -1
+
+    # -- public --------------------------------------------------------------------------
+
+    def add(self, request: EngineRequest) -> None:
+        prompt = len(request.prompt_ids)
+        if prompt == 0:
+            raise UsageError(f"request {request.request_id}: empty prompt")
+        if prompt >= self.config.context_window:
+            raise UsageError(
+                f"request {request.request_id}: the prompt is {prompt} tokens; the context window "
+                f"is {self.config.context_window} tokens (prompt + completion)"
+            )
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def step(self) -> list[EngineResult]:
+        """Admit, prefill, decode one token for every ready row; return the rows that finished."""
+        with torch.inference_mode():
+            self._clock += 1
+            self._admit_waiting()  # 1) admit, reusing cached prefixes
+            self._prefill(self.config.prefill_chunk)  # 2) chunked prefill
+            ready = [row for row in self.running if len(row.pending) == 1]
+            if not ready:
+                return []
+            tokens = self._decode(ready)  # 3) one batched decode step
+            return self._advance(ready, tokens)  # 4) host-side stop checks, free slots
+
+    def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+        """Generate every request to completion; results in request order."""
+        for request in requests:
+            self.add(request)
+        done: dict[str, EngineResult] = {}
+        while self.has_unfinished():
+            for result in self.step():
+                done[result.request_id] = result
+        return [done[r.request_id] for r in requests]
+
+    def peak_memory_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    # -- 1) admission ----------------------------------------------------------------------
+
+    def _admit_waiting(self) -> None:
+        deferred: deque[EngineRequest] = deque()
+        while self.waiting:
+            request = self.waiting.popleft()
+            if self._prefix_coming(request) or not self._admit(request):
+                deferred.append(request)
+        self.waiting = deferred
+
+    def _admit(self, request: EngineRequest) -> bool:
+        """Place ``request`` in a slot with the longest reusable prefix; False if none is free."""
+        prompt = list(request.prompt_ids)
+        usable = len(prompt) - 1  # the last prompt token is fed by the decode step
+        slot = self._parked_slot(request.cache_key) or self._free_slot(prompt)
+        if slot is None:
+            return False
+        reused = common_prefix_length(slot.tokens, prompt, usable)
+        source = self._best_source(prompt, usable, exclude=slot)
+        if source is not None and source[1] > reused:
+            donor, reused = source
+            self.cache.copy_prefix(source=donor.index, target=slot.index, length=reused)
+            slot.tokens = prompt[:reused]
+        else:
+            del slot.tokens[reused:]
+        slot.parked_key = None
+        checker = StopChecker(
+            decode=self.decode_text, stops=request.stop, eos_ids=self.eos_ids, max_tokens=request.max_tokens
+        )
+        row = Row(request, slot, pending=prompt[reused:], checker=checker, reused=reused)
+        slot.row = row
+        self.running.append(row)
+        self.stats.reused_tokens += reused
+        return True
+
+    def _prefix_coming(self, request: EngineRequest) -> bool:
+        """Wait when a row still prefilling will hold a longer prefix than any slot does now."""
+        prompt = list(request.prompt_ids)
+        usable = len(prompt) - 1
+        now = max((common_prefix_length(s.tokens, prompt, usable) for s in self.slots), default=0)
+        for row in self.running:
+            if len(row.pending) > 1:
+                future = row.slot.tokens + row.pending[:-1]
+                if common_prefix_length(future, prompt, usable) > now:
+                    return True
+        return False
+
+    def _parked_slot(self, cache_key: str | None) -> Slot | None:
+        if cache_key is None:
+            return None
+        return next((s for s in self.slots if s.parked_key == cache_key and s.row is None), None)
+
+    def _free_slot(self, prompt: list[int]) -> Slot | None:
+        """A free slot, preferring one whose own tokens share the prompt's prefix; else evict."""
+        free = [s for s in self.slots if s.row is None and s.parked_key is None]
+        if not free:
+            parked = [s for s in self.slots if s.row is None]
+            if not parked:
+                return None
+            victim = min(parked, key=lambda s: s.parked_at)
+            victim.parked_key = None
+            free = [victim]
+        best = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt, len(prompt)), -s.index))
+        if common_prefix_length(best.tokens, prompt, len(prompt)) == 0:
+            best = min(free, key=lambda s: s.index)  # keep the batch dense at low slot indices
+        return best
+
+    def _best_source(self, prompt: list[int], usable: int, *, exclude: Slot) -> tuple[Slot, int] | None:
+        best: tuple[Slot, int] | None = None
+        for slot in self.slots:
+            if slot is exclude or not slot.tokens:
+                continue
+            length = common_prefix_length(slot.tokens, prompt, usable)
+            if length and (best is None or length > best[1]):
+                best = (slot, length)
+        return best
+
+    # -- 2) prefill ------------------------------------------------------------------------
+
+    def _prefill(self, budget: int) -> None:
+        for row in self.running:
+            while budget > 0 and len(row.pending) > 1:
+                chunk = row.pending[: min(budget, len(row.pending) - 1)]
+                start = len(row.slot.tokens)
+                self.cache.ensure_capacity(start + len(chunk))
+                ids = torch.tensor(chunk, dtype=torch.int64, device=self.device)
+                self.forward.prefill(self.cache, slot=row.slot.index, tokens=ids, start=start)
+                row.slot.tokens.extend(chunk)
+                del row.pending[: len(chunk)]
+                budget -= len(chunk)
+                self.stats.prefill_tokens += len(chunk)
+
+    # -- 3) decode -------------------------------------------------------------------------
+
+    def _decode(self, ready: list[Row]) -> list[int]:
+        ready.sort(key=lambda row: row.slot.index)
+        positions = [len(row.slot.tokens) for row in ready]
+        self.cache.ensure_capacity(max(positions) + 1)
+        slots = [row.slot.index for row in ready]
+        logits = self._logits(slots, [row.pending[0] for row in ready], positions)
+        params = SamplingBatch.build(
+            [
+                (r.request.temperature, r.request.top_p, r.request.top_k, r.request.seed, p + 1)
+                for r, p in zip(ready, positions, strict=True)
+            ],
+            self.device,
+        )
+        tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
+        self.stats.decode_steps += 1
+        self.stats.decoded_tokens += len(ready)
+        return tokens.tolist()  # the one host transfer per step
+
+    def _logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        if self._graph_decode is not None:
+            return self._graph_logits(slots, tokens, positions)
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.int64, device=self.device)  # noqa: E731
+        return self.forward.decode(
+            self.cache,
+            slots=as_tensor(slots),
+            tokens=as_tensor(tokens),
+            positions=as_tensor(positions),
+            span=max(positions) + 1,
+            contiguous=slots == list(range(len(slots))),
+        )
+
+    # -- 4) bookkeeping --------------------------------------------------------------------
+
+    def _advance(self, ready: list[Row], tokens: list[int]) -> list[EngineResult]:
+        finished = []
+        for row, token in zip(ready, tokens, strict=True):
+            row.slot.tokens.append(row.pending[0])
+            row.pending = [token]
+            row.generated.append(token)
+            total = len(row.request.prompt_ids) + len(row.generated)
+            finish = row.checker.check(row.generated, context_full=total >= self.config.context_window)
+            if finish is not None:
+                finished.append(self._release(row, finish))
+        self._update_peaks()
+        return finished
+
+    def _release(self, row: Row, finish: Finish) -> EngineResult:
+        self.running.remove(row)
+        slot = row.slot
+        slot.row = None
+        if row.request.cache_key is not None:
+            slot.parked_key = row.request.cache_key
+            slot.parked_at = self._clock
+        return EngineResult(row.request.request_id, finish, len(row.request.prompt_ids), row.reused)
+
+    def _update_peaks(self) -> None:
+        self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, self.cache.peak_bytes)
+        self.stats.peak_memory_bytes = self.peak_memory_bytes()
+
+    # -- sizing and CUDA graphs ------------------------------------------------------------
+
+    def _slot_count(self) -> int:
+        cuda = self.device.type == "cuda"
+        wanted = self.config.max_batch_size or (256 if cuda else 64)
+        fraction = self.config.memory_fraction or (0.85 if cuda else 0.5)
+        budget = int(free_memory_bytes(self.device) * fraction)
+        return slots_that_fit(
+            self.forward.cache_shape, context_window=self.config.context_window, budget_bytes=budget, wanted=wanted
+        )
+
+    @property
+    def _use_graphs(self) -> bool:
+        return self.config.cuda_graphs and self.device.type == "cuda"
+
+    def _compiled_decode(self):  # pragma: no cover - CUDA only
+        return torch.compile(self.forward.decode_static, mode="reduce-overhead", dynamic=False)
+
+    def _mark_cache_static(self) -> None:  # pragma: no cover - CUDA only
+        """Let the captured graphs write the cache in place (a new capacity is a new graph)."""
+        if self._static_capacity != self.cache.capacity:
+            torch._dynamo.mark_static_address(self.cache.keys)
+            torch._dynamo.mark_static_address(self.cache.values)
+            self._static_capacity = self.cache.capacity
+
+    def _graph_logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:  # pragma: no cover
+        """Pad the batch to a bucket (extra rows write into the last slot's final position,
+        which no sequence can reach) and run the captured graph over the whole capacity."""
+        self._mark_cache_static()
+        bucket = next((b for b in GRAPH_BUCKETS if b >= len(slots)), len(slots))
+        padding = bucket - len(slots)
+        scratch_position = self.cache.capacity - 1
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.int64).to(self.device, non_blocking=True)  # noqa: E731
+        return self._graph_decode(
+            self.cache.keys,
+            self.cache.values,
+            as_tensor(slots + [self.cache.slots - 1] * padding),
+            as_tensor(tokens + [0] * padding),
+            as_tensor(positions + [scratch_position] * padding),
+        )
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """Length of the longest common prefix of two token lists, at most ``limit``.
+
+    Binary search over slice equality (C-speed list compares) instead of a Python loop.
+    """
+    n = min(len(a), len(b), limit)
+    if n <= 0 or a[0] != b[0]:
+        return 0
+    if a[:n] == b[:n]:
+        return n
+    low, high = 1, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
