@@ -51,18 +51,31 @@ class SampleGrader:
 
     def grade_items(self, items: list[tuple[str, str, str]]) -> list[Any]:
         """``eval``'s grades of ``(answer, gold, dataset)`` items, on the run's pool."""
-        from eval.grade import grade_answers
+        return self.start().grade_batch(items, timeout=self.timeout_s)
 
-        return grade_answers(items, pool=self._get_pool(), timeout=self.timeout_s)
-
-    def _get_pool(self) -> Any:
+    def start(self) -> Any:
+        """Start the worker pool (before the backend loads torch, so workers fork lean)."""
         if self._pool is None:
             from eval.grade import GraderPool
 
-            self._pool = GraderPool(workers=self.workers)
+            self._pool = GraderPool(self.workers, timeout=self.timeout_s, grade_fn=grade_committed_answer)
+            self._pool.start()
         return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+def grade_committed_answer(item: tuple[Any, ...], timeout: float) -> Any:
+    """A grader-pool job: compare an answer the strategy already committed to with the gold.
+
+    ``eval.grade.grade_item`` extracts from a response first; a run's answer is extracted by
+    the strategy (or computed by the PoT program), so only the comparison is left to do.
+    """
+    from eval.equivalence import judge
+    from eval.grade import Grade
+
+    answer, gold = item[0], item[1]
+    return Grade(judge(answer, gold, timeout=timeout), answer)

@@ -356,7 +356,9 @@ def make_sandbox_pool(config: EvalConfig) -> Any:
 def make_grader(config: EvalConfig) -> Any:
     from qwen_math.runs.grading import SampleGrader
 
-    return SampleGrader(workers=config.grader_workers, timeout_s=config.grader_timeout_s)
+    grader = SampleGrader(workers=config.grader_workers, timeout_s=config.grader_timeout_s)
+    grader.start()
+    return grader
 
 
 def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, manifest: dict, *,
