@@ -22,7 +22,7 @@ def __getattr__(name: str):
 _LAZY = {
     "Session": "sandbox.session", "run_code": "sandbox.session", "run_pot": "sandbox.session",
     "SandboxPool": "sandbox.pool", "default_pool": "sandbox.pool",
-    "doctor": "sandbox.doctor", "DoctorReport": "sandbox.doctor",
+    "doctor": "sandbox.diagnose", "DoctorReport": "sandbox.diagnose",
 }
 
 __all__ = ["STATUSES", "DoctorReport", "ExecResult", "SandboxPool", "SandboxUnavailable", "Session",

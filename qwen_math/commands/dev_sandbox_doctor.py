@@ -1,10 +1,16 @@
-"""`qwen-math dev sandbox-doctor`: report which sandbox isolation layers are active here."""
+"""`qwen-math dev sandbox-doctor`: report which sandbox isolation layers are active here.
+
+Starts one real session and prints the layer table it reported (a table, or one JSON object
+with --json). Exit 0 when the strict minimum (process + rlimits + policy + seccomp) holds,
+4 when it does not (the sandbox would refuse to start in strict mode).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from qwen_math.errors import EnvironmentUnavailable
+from qwen_math.errors import ExitCode
 
 HELP = "Report which sandbox isolation layers are active on this host."
 
@@ -14,4 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EnvironmentUnavailable("`qwen-math dev sandbox-doctor` is not available in this build yet")
+    from sandbox import doctor
+
+    report = doctor()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.format())
+    return int(ExitCode.OK if report.minimum_met else ExitCode.ENVIRONMENT)
