@@ -211,3 +211,26 @@ def summarize(problems: Sequence[ProblemSamples], *, seed: int = 0,
 def mean(values: Any) -> float:
     values = list(values)
     return sum(values) / len(values) if values else 0.0
+
+
+def problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[ProblemSamples]:
+    """Group sample-record dicts (``dataset, idx, sample, answer, correct, metadata``) by
+    problem, samples in order; a ``correct`` of ``None`` (ungraded) counts as wrong."""
+    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((str(row["dataset"]), int(row["idx"])), []).append(row)
+    problems = []
+    for (dataset, idx), samples in sorted(grouped.items()):
+        samples = sorted(samples, key=lambda r: int(r.get("sample", 0)))
+        problems.append(ProblemSamples(
+            str(samples[0].get("question_id") or f"{dataset}/{idx}"),
+            tuple(r.get("answer") for r in samples),
+            tuple(bool(r.get("correct")) for r in samples),
+            dict(samples[0].get("metadata") or {}),
+        ))
+    return problems
+
+
+def summarize_samples(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """``summarize`` of sample-record dicts (the rows of a run's ``samples.jsonl``)."""
+    return summarize(problems_from_records(rows), seed=seed)

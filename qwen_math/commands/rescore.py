@@ -1,22 +1,260 @@
-"""`qwen-math rescore`: Re-extract and re-grade existing output files; print acc, maj@k, pass@k.
+"""`qwen-math rescore`: re-extract and re-grade existing output files; print acc, maj@k, pass@k.
 
-Not implemented yet in this release: the command parses its flags and says so (exit 4).
+Reads two formats, detected per row:
+
+- the official Qwen2.5-Math / ToRA JSONL: responses in ``code[]``; the gold is the dataset's
+  own ``answer`` field when present (its ``#### `` tail or last ``\\boxed{}`` when it is a whole
+  solution), else ``gt`` (which the official script stores normalised, sometimes mangled);
+  the file's own ``pred``/``score`` are compared with ours;
+- this project's sample records (the rows of a run's ``samples.jsonl``); PoT records keep
+  their computed answer and are only re-graded.
+
+Prints, per file and pooled, acc, pass@k and maj@k for k = 1, 2, 4, ... <= n (the figures of
+``eval.metrics.summarize``, the same function runs use for ``metrics.json``) and the samples
+whose verdict disagrees with the file's own. ``--json`` prints one object instead;
+``--out FILE`` writes one verdict per sample (JSONL).
+
+What it deliberately does not do: generate, or modify the input files.
 """
 
 from __future__ import annotations
 
 import argparse
-
-from qwen_math.errors import EnvironmentUnavailable
+import json
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 HELP = "Re-extract and re-grade existing output files; print acc, maj@k, pass@k."
+
+OFFICIAL_FIELDS = ("code",)
+RECORD_FIELDS = ("turns", "dataset", "idx", "sample")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One response to re-grade, with what the file itself said about it."""
+
+    file: str
+    dataset: str
+    idx: Any
+    sample: int
+    response: str | None
+    answer: str | None  # a fixed answer (PoT records), else None: extract from the response
+    gold: str | None
+    file_pred: str | None
+    file_score: bool | None
+    metadata: Mapping[str, Any]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="JSONL output files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--out", default=None, help="write per-sample verdicts (JSONL) here")
+    parser.add_argument("--dataset", default=None,
+                        help="dataset name for the extraction policy of official files "
+                             "(default: guessed from the file name, e.g. gsm8k)")
+    parser.add_argument("--workers", type=int, default=None, help="grader worker processes")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per comparison (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of maj@k sampling and bootstrap")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def guess_dataset(path: Path) -> str:
+    from eval.datasets import DATASETS
+
+    stem = path.stem.lower()
+    for name in sorted(DATASETS, key=len, reverse=True):
+        if name in stem.split("_") or name in stem:
+            return name
+    return "default"
+
+
+def gold_of_official(row: Mapping[str, Any]) -> str | None:
+    from eval.datasets import gold_after_hashes, gold_last_boxed
+
+    answer = row.get("answer")
+    if answer is not None and str(answer).strip():
+        text = str(answer)
+        if "####" in text:
+            return gold_after_hashes(text)
+        if "\\boxed" in text and len(text) > 80:
+            return gold_last_boxed(text)
+        return text.strip()
+    gt = row.get("gt")
+    return str(gt).strip() if gt is not None and str(gt).strip() else None
+
+
+def official_samples(row: Mapping[str, Any], where: str, file: str, dataset: str) -> list[Sample]:
+    from eval.errors import DataError
+
+    code = row["code"]
+    if not isinstance(code, list):
+        raise DataError(f"{where}: field 'code' must be a list of responses")
+    preds, scores = row.get("pred") or [], row.get("score") or []
+    metadata = {k: row[k] for k in ("level", "type", "subject") if k in row}
+    gold = gold_of_official(row)
+    return [
+        Sample(file, dataset, row.get("idx", where), i, response if isinstance(response, str) else None,
+               None, gold, str(preds[i]) if i < len(preds) and preds[i] is not None else None,
+               scores[i] if i < len(scores) and isinstance(scores[i], bool) else None, metadata)
+        for i, response in enumerate(code)
+    ]
+
+
+def record_sample(row: Mapping[str, Any], where: str, file: str) -> Sample:
+    from eval.errors import DataError
+    from qwen_math.errors import UsageError
+    from qwen_math.record import SampleRecord
+
+    try:
+        record = SampleRecord.from_json(row)
+    except (UsageError, TypeError) as exc:
+        raise DataError(f"{where}: {exc}") from None
+    return Sample(file, record.dataset, record.idx, record.sample, record.response,
+                  record.answer if record.mode == "pot" else None, record.gold, record.answer,
+                  record.correct, dict(record.metadata))
+
+
+def read_samples(path: Path, dataset: str | None) -> list[Sample]:
+    from eval.datasets import read_jsonl
+    from eval.errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    guessed = dataset or guess_dataset(path)
+    samples: list[Sample] = []
+    for number, row in read_jsonl(path):
+        where = f"{path}:{number}"
+        if not isinstance(row, Mapping):
+            raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+        if all(name in row for name in RECORD_FIELDS):
+            samples.append(record_sample(row, where, str(path)))
+        elif all(name in row for name in OFFICIAL_FIELDS):
+            samples.extend(official_samples(row, where, str(path), guessed))
+        else:
+            raise DataError(
+                f"{where}: neither an official output row (needs 'code') nor a sample record "
+                f"(needs {', '.join(RECORD_FIELDS)}); fields present: {', '.join(sorted(row)) or 'none'}"
+            )
+    if not samples:
+        raise DataError(f"{path}: no samples")
+    return samples
+
+
+# --- grading and summarising ----------------------------------------------------------------
+
+
+def grade_samples(samples: Sequence[Sample], *, workers: int | None, timeout: float) -> list[Any]:
+    from eval.grade import GraderPool
+
+    items = [(s.response, s.gold, s.dataset) if s.answer is None else (s.answer, s.gold, "fixed")
+             for s in samples]
+    with GraderPool(workers, timeout=timeout, grade_fn=grade_rescore_item) as pool:
+        return pool.grade_batch(items)
+
+
+def grade_rescore_item(item: Sequence[Any], timeout: float) -> Any:
+    """``eval.grade.grade_item``, except that a ``"fixed"`` item's answer is not re-extracted."""
+    from eval.equivalence import judge
+    from eval.grade import Grade, grade_item
+
+    if len(item) == 3 and item[2] == "fixed":
+        return Grade(judge(item[0], item[1], timeout=timeout), item[0])
+    return grade_item(item, timeout)
+
+
+def verdict_row(sample: Sample, grade: Any) -> dict[str, Any]:
+    return {
+        "file": sample.file, "dataset": sample.dataset, "idx": sample.idx, "sample": sample.sample,
+        "answer": grade.answer, "gold": sample.gold, "status": grade.status, "correct": bool(grade),
+        "file_pred": sample.file_pred, "file_score": sample.file_score,
+    }
+
+
+def summarize_file(rows: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
+    from eval.metrics import summarize_samples
+
+    summary = summarize_samples(
+        [{**row, "idx": index_of(row), "metadata": row.get("metadata", {})} for row in rows], seed=seed
+    )
+    summary["disagreements"] = [
+        {k: row[k] for k in ("idx", "sample", "answer", "gold", "status", "file_pred", "file_score")}
+        for row in rows if row["file_score"] is not None and row["file_score"] != row["correct"]
+    ]
+    return summary
+
+
+def index_of(row: Mapping[str, Any]) -> int:
+    """Problem index for grouping (files without an integer ``idx`` use their row order)."""
+    value = row["idx"]
+    return value if isinstance(value, int) else zlib.crc32(str(value).encode("utf-8"))
+
+
+# --- printing -------------------------------------------------------------------------------
+
+
+def format_summary(title: str, summary: Mapping[str, Any]) -> str:
+    lines = [f"{title}: {summary['problems']} problems x n={summary['n']} "
+             f"({summary['samples']} samples)",
+             f"  acc    {100 * summary['acc']:6.2f} %   95% CI [{100 * summary['acc_ci95'][0]:.2f}, "
+             f"{100 * summary['acc_ci95'][1]:.2f}]" if "acc_ci95" in summary else
+             f"  acc    {100 * summary['acc']:6.2f} %"]
+    for name in ("pass@k", "maj@k"):
+        cells = "  ".join(f"k={k}: {100 * v:6.2f}" for k, v in summary[name].items())
+        lines.append(f"  {name:6} {cells}")
+    disagreements = summary.get("disagreements", [])
+    if disagreements:
+        lines.append(f"  {len(disagreements)} verdict(s) differ from the file's own:")
+        lines.extend(
+            f"    idx {d['idx']} sample {d['sample']}: ours {d['status']} ({d['answer']!r}), "
+            f"file {'correct' if d['file_score'] else 'wrong'} ({d['file_pred']!r}), gold {d['gold']!r}"
+            for d in disagreements
+        )
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EnvironmentUnavailable("`qwen-math rescore` is not available in this build yet")
+    from qwen_math.errors import UsageError
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    per_file = {str(path): read_samples(Path(path), args.dataset) for path in args.files}
+    samples = [s for file_samples in per_file.values() for s in file_samples]
+    grades = grade_samples(samples, workers=args.workers, timeout=args.timeout)
+    rows = [verdict_row(s, g) for s, g in zip(samples, grades, strict=True)]
+    summaries = {file: summarize_file([r for r in rows if r["file"] == file], args.seed) for file in per_file}
+    if args.out:
+        write_verdicts(Path(args.out), rows)
+    if len(summaries) == 1:
+        result = next(iter(summaries.values()))
+    else:
+        result = summarize_file([{**r, "dataset": f"{r['file']}|{r['dataset']}"} for r in rows], args.seed)
+        result["files"] = summaries
+    if args.json:
+        json.dump(result, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    for file, summary in summaries.items():
+        print(format_summary(file, summary))
+    if len(summaries) > 1:
+        print(format_summary("pooled", result))
+    return 0
+
+
+def write_verdicts(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    from qwen_math.errors import UsageError
+
+    try:
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {path}: {exc.strerror}") from None
