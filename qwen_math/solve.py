@@ -19,7 +19,6 @@ What it deliberately does not do: load models, write files or grade against gold
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,11 +157,11 @@ def solve(
 
 
 def vote(answers: Sequence[str | None], samples: tuple[SampleResult, ...]) -> Solution:
-    """The majority answer (``eval``'s equivalence-aware vote) and the table of votes."""
-    from eval.metrics import majority_vote
+    """The majority answer and the vote table, equivalent answers merged (``eval.metrics``)."""
+    from eval.metrics import vote_table
 
-    counts = Counter(answer for answer in answers if answer is not None)
-    return Solution(answer=majority_vote(list(answers)), votes=dict(counts.most_common()), samples=samples)
+    table = vote_table(list(answers))
+    return Solution(answer=table[0][0] if table else None, votes=dict(table), samples=samples)
 
 
 def resolve_sampling(n: int, sampling: SamplingConfig | None) -> SamplingConfig:
