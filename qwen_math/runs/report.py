@@ -91,28 +91,23 @@ def at_max_k(metrics: Mapping[str, Any], name: str) -> tuple[int, float] | None:
 
 
 def interval(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
-    """The 95 % interval of a metric (``acc`` or e.g. ``maj@8``), when recorded."""
-    intervals = metrics.get("intervals", {}) or {}
-    value = intervals.get(name)
-    if isinstance(value, Mapping):
-        value = (value.get("low"), value.get("high"))
+    """The 95 % interval of a metric (``acc_ci95`` for ``acc``), when recorded."""
+    value = metrics.get(f"{name}_ci95")
     if isinstance(value, Sequence) and len(value) == 2 and None not in value:
         return float(value[0]), float(value[1])
     return None
 
 
 def breakdowns(metrics: Mapping[str, Any]) -> dict[str, list[tuple[str, float, int]]]:
-    """``{"level": [(value, acc, problems), ...], "subject": [...]}`` from the metrics."""
+    """``{"level": [(value, acc, samples), ...], "subject": [...]}`` from ``by_level`` etc."""
     found: dict[str, list[tuple[str, float, int]]] = {}
-    for field, groups in (metrics.get("breakdown", {}) or {}).items():
-        rows = []
-        for value, stats in groups.items():
-            acc = stats.get("acc") if isinstance(stats, Mapping) else stats
-            count = stats.get("problems", 0) if isinstance(stats, Mapping) else 0
-            if acc is not None:
-                rows.append((str(value), float(acc), int(count)))
+    for key, groups in metrics.items():
+        if not key.startswith("by_") or not isinstance(groups, Mapping):
+            continue
+        rows = [(str(value), float(stats["acc"]), int(stats.get("samples", 0)))
+                for value, stats in groups.items() if isinstance(stats, Mapping) and stats.get("acc") is not None]
         if rows:
-            found[field] = sorted(rows, key=lambda row: _natural_key(row[0]))
+            found[key[3:]] = sorted(rows, key=lambda row: _natural_key(row[0]))
     return found
 
 
