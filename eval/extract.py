@@ -132,8 +132,7 @@ def from_boxes(text: str, policy: ExtractionPolicy) -> str | None:
     spans = boxed_spans(text)
     if not spans:
         return None
-    anchors = list(ANCHOR.finditer(text))
-    if anchors and anchors[-1].start() > spans[-1][1] and from_anchor(text, policy) is not None:
+    if ANCHOR.search(text, spans[-1][1]) and from_anchor(text, policy) is not None:
         return None  # a final-answer statement after the last box overrides it
     group = [spans[-1]]
     for span in reversed(spans[:-1]):

@@ -20,8 +20,9 @@ import logging
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "invalid")
 #: Seconds a worker may run past the in-process deadline before it is killed.
 KILL_GRACE_S = 1.0
+#: Most items sent to a worker at once (results still come back one by one).
+MAX_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ def grade_item(item: Sequence[Any], timeout: float) -> Grade:
 
 
 def worker_loop(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Grade]) -> None:
-    """Receive ``(index, item, timeout)``, send ``(index, status, answer)``; ``None`` stops."""
+    """Receive ``([(index, item), ...], timeout)`` chunks and send one ``(index, status,
+    answer)`` per item as soon as it is graded; ``None`` stops the loop."""
     while True:
         try:
             message = conn.recv()
@@ -87,13 +91,14 @@ def worker_loop(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Gra
             return
         if message is None:
             return
-        index, item, timeout = message
-        try:
-            grade = grade_fn(item, timeout)
-        except Exception as exc:  # noqa: BLE001 - a bad item is a verdict, never a dead worker
-            log.debug("grading item %d failed: %s", index, exc)
-            grade = Grade("invalid", None)
-        conn.send((index, grade.status, grade.answer))
+        chunk, timeout = message
+        for index, item in chunk:
+            try:
+                grade = grade_fn(item, timeout)
+            except Exception as exc:  # noqa: BLE001 - a bad item is a verdict, never a dead worker
+                log.debug("grading item %d failed: %s", index, exc)
+                grade = Grade("invalid", None)
+            conn.send((index, grade.status, grade.answer))
 
 
 def warm_imports() -> None:
@@ -109,8 +114,8 @@ def warm_imports() -> None:
 class _Worker:
     process: Any
     conn: Connection
-    index: int | None = None  # item in flight
-    deadline: float = 0.0
+    in_flight: deque[int] = field(default_factory=deque)  # items sent, in grading order
+    deadline: float = 0.0  # for the head of ``in_flight``
 
 
 class GraderPool:
@@ -174,50 +179,67 @@ class GraderPool:
     # grading
     def grade_batch(self, items: Iterable[Sequence[Any]], *, timeout: float | None = None) -> list[Grade]:
         """Grade every item; the result list is in item order and always complete."""
-        items = list(items)
+        items = [tuple(item) for item in items]
         timeout = self.timeout if timeout is None else timeout
         self.start()
         results: list[Grade | None] = [None] * len(items)
-        pending = iter(range(len(items)))
-        for worker in list(self._workers):
+        pending: deque[int] = deque(range(len(items)))
+        for worker in self._workers:
             self._dispatch(worker, pending, items, timeout)
-        while any(w.index is not None for w in self._workers):
+        while any(w.in_flight for w in self._workers):
             self._collect(results, pending, items, timeout)
         return [r if r is not None else Grade("invalid") for r in results]
 
-    def _dispatch(self, worker: _Worker, pending: Iterable[int], items: list[Sequence[Any]],
+    def _chunk_size(self, remaining: int) -> int:
+        return max(1, min(MAX_CHUNK, remaining // (2 * len(self._workers))))
+
+    def _dispatch(self, worker: _Worker, pending: deque[int], items: list[tuple[Any, ...]],
                   timeout: float) -> None:
-        index = next(iter(pending), None)
-        if index is None:
-            worker.index = None
+        """Send the worker its next chunk of items (it streams one result per item back)."""
+        chunk = [pending.popleft() for _ in range(min(len(pending), self._chunk_size(len(pending))))]
+        if not chunk:
             return
-        worker.index = index
+        worker.in_flight.extend(chunk)
         worker.deadline = time.monotonic() + timeout + KILL_GRACE_S
         try:
-            worker.conn.send((index, tuple(items[index]), timeout))
+            worker.conn.send(([(i, items[i]) for i in chunk], timeout))
         except (BrokenPipeError, OSError):
-            worker.deadline = 0.0  # collected as a dead worker below
+            worker.deadline = 0.0  # handled as an overrun by _collect
 
-    def _collect(self, results: list[Grade | None], pending: Iterable[int],
-                 items: list[Sequence[Any]], timeout: float) -> None:
-        busy = [w for w in self._workers if w.index is not None]
+    def _collect(self, results: list[Grade | None], pending: deque[int],
+                 items: list[tuple[Any, ...]], timeout: float) -> None:
+        busy = [w for w in self._workers if w.in_flight]
         wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
         ready = wait([w.conn for w in busy], timeout=wait_s)
-        now = time.monotonic()
         for worker in busy:
             if worker.conn in ready:
-                try:
-                    index, status, answer = worker.conn.recv()
-                    results[index] = Grade(status, answer)
-                except (EOFError, OSError):
-                    results[worker.index] = Grade("invalid")
-                    worker = self._replace(worker)
-                self._dispatch(worker, pending, items, timeout)
-            elif now >= worker.deadline:
-                log.warning("grading item %d overran %.1f s; worker killed", worker.index, timeout)
-                results[worker.index] = Grade("timeout")
+                self._receive(worker, results, pending, items, timeout)
+            elif time.monotonic() >= worker.deadline:
+                log.warning("grading item %d overran %.1f s; worker killed", worker.in_flight[0], timeout)
                 self.killed += 1
-                self._dispatch(self._replace(worker), pending, items, timeout)
+                self._fail_head(worker, "timeout", results, pending, items, timeout)
+
+    def _receive(self, worker: _Worker, results: list[Grade | None], pending: deque[int],
+                 items: list[tuple[Any, ...]], timeout: float) -> None:
+        try:
+            index, status, answer = worker.conn.recv()
+        except (EOFError, OSError):
+            self._fail_head(worker, "invalid", results, pending, items, timeout)  # worker died
+            return
+        results[index] = Grade(status, answer)
+        worker.in_flight.popleft()
+        worker.deadline = time.monotonic() + timeout + KILL_GRACE_S
+        if not worker.in_flight:
+            self._dispatch(worker, pending, items, timeout)
+
+    def _fail_head(self, worker: _Worker, status: str, results: list[Grade | None],
+                   pending: deque[int], items: list[tuple[Any, ...]], timeout: float) -> None:
+        """The item being graded gets ``status``; the rest of its chunk is re-queued first."""
+        results[worker.in_flight.popleft()] = Grade(status)
+        pending.extendleft(reversed(worker.in_flight))
+        worker.in_flight.clear()
+        fresh = self._replace(worker)
+        self._dispatch(fresh, pending, items, timeout)
 
 
 _DEFAULT_POOL: GraderPool | None = None
