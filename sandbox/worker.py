@@ -244,7 +244,7 @@ class Cell:
     def classify(self, exc: BaseException) -> dict:
         if policy.is_blocked(exc):
             return {"status": "blocked", "error": error_line(exc), "layer": "policy"}
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or getattr(exc, "errno", None) == errno.ENOMEM:
             return {"status": "memory_error", "error": error_line(exc), "layer": "rlimits"}
         return {"status": "error", "error": error_line(exc), "layer": os_layer(exc, self.layers)}
 
