@@ -47,6 +47,7 @@ from eval.normalize import (
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 2000
+MIN_SIGNIFICANT_DIGITS = 2
 PLAIN_INTEGER = re.compile(r"\s*-?\d{1,50}\s*")
 MAX_EXPONENT = 100_000
 MAX_FACTORIAL = 10_000
@@ -543,8 +544,17 @@ def values_close(p: Fraction, p_places: int | None, g: Fraction, g_places: int |
         places = p_places
     else:
         return False  # the prediction is coarser than the gold decimal
+    approximation = g if places == g_places else p
+    if significant_digits(approximation, places) < MIN_SIGNIFICANT_DIGITS:
+        return False  # 0.3 is too coarse to stand for 1/3
     tolerance = Fraction(1, 2 * 10**places) + abs(g) * Fraction(1, 10**12)
     return abs(p - g) <= tolerance
+
+
+def significant_digits(value: Fraction, places: int) -> int:
+    """Significant digits of a decimal written with ``places`` digits after the point."""
+    digits = str(abs(round(value * 10**places)))
+    return len(digits.lstrip("0"))
 
 
 def nodes_equal(pred: Any, gold: Any) -> bool:
@@ -745,6 +755,9 @@ def latex_to_sympy(latex: str) -> Any:
 
 
 def sympy_equal(pred: Any, gold: Any) -> bool:
+    approximate = [n for n in (pred, gold) if isinstance(n, Number) and n.places is not None]
+    if approximate and any(isinstance(n, Expr) for n in (pred, gold)):
+        return expression_matches_decimal(pred, gold)
     try:
         a, b = to_sympy(pred), to_sympy(gold)
     except ComparisonTimeout:
@@ -753,6 +766,24 @@ def sympy_equal(pred: Any, gold: Any) -> bool:
         log.debug("sympy parse failed: %s", exc)
         return False
     return sympy_values_equal(a, b)
+
+
+def expression_matches_decimal(pred: Any, gold: Any) -> bool:
+    """A closed form against a written decimal: the decimal's half-unit rule (``2\\pi`` = 6.28)."""
+    import sympy
+
+    expr, decimal = (pred, gold) if isinstance(pred, Expr) else (gold, pred)
+    try:
+        value = sympy.N(latex_to_sympy(expr.latex), 40)
+        if not (value.is_number and value.is_real and value.is_finite):
+            return False
+        exact = Fraction(str(sympy.Rational(value)))
+    except ComparisonTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unparsable LaTeX is a wrong answer
+        log.debug("numeric evaluation failed: %s", exc)
+        return False
+    return numbers_equal(Number(exact, None, expr.percent), decimal)
 
 
 def sympy_values_equal(a: Any, b: Any) -> bool:
@@ -793,7 +824,14 @@ def expressions_equal(a: Any, b: Any) -> bool:
     x, y = sympy.N(a, 50), sympy.N(b, 50)
     if not (x.is_number and y.is_number):
         return False
-    return bool(abs(x - y) <= sympy.Float("1e-40", 50) * max(1, abs(y)))
+    if not (x.is_finite and y.is_finite):
+        return bool(x == y)  # oo, -oo, zoo: only the same infinity
+    if x == 0 or y == 0:  # against zero only exact reasoning: 1/2004! is not 0
+        other = a if y == 0 else b
+        verdict = other.doit().is_zero if hasattr(other, "doit") else other.is_zero
+        return bool(verdict) if verdict is not None else bool(abs(x - y) < sympy.Float("1e-45", 50))
+    scale = max(abs(x), abs(y))
+    return bool(abs(x - y) <= sympy.Float("1e-40", 50) * scale)  # relative: 1/2004! != 1/2006!
 
 
 def floats_close(a: Any, b: Any) -> bool:

@@ -114,6 +114,8 @@ LITERAL_REWRITES: tuple[tuple[str, str], ...] = (
     ("\\vert", "|"),
     ("\\lvert", "|"),
     ("\\rvert", "|"),
+    ("\\varnothing", "\\emptyset"),
+    ("\\{\\}", "\\emptyset"),
     ("−", "-"),
     ("\u2212", "-"),
     ("×", "\\times "),
