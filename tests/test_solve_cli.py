@@ -145,3 +145,14 @@ def test_unknown_model_id_offline(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     err = one_line_error(capsys, ["solve", "1+1", "--model", "no-such-org/no-such-model"], 4)
     assert "--model PATH" in err
+
+
+# --- streaming: one sample on a terminal prints each turn as it completes ------------------------
+def test_streams_turns_on_a_terminal(script, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["-q", "solve", "What is 6*7?", "--mode", "tir", "--backend", "scripted",
+                 "--script", script(TIR_SCRIPT)]) == 0
+    out = capsys.readouterr().out
+    transcript = out[: out.index("answer: 42")]
+    assert transcript.index("print(6 * 7)") < transcript.index("```output\n42\n```") < transcript.index("[cell error]")
+    assert "\\boxed{42}" in transcript

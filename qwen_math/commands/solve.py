@@ -124,13 +124,15 @@ def print_turn_live(trajectory, turn, executed: bool) -> None:
 
 def print_trace(sample) -> None:
     print(f"--- sample {sample.sample} · finish {sample.finish_reason} · "
-          f"{sample.completion_tokens} tokens · {sample.tool_calls} tool calls · "
+          f"{sample.completion_tokens} tokens · tool calls {sample.tool_calls} · "
           f"answer {sample.answer if sample.answer is not None else '(none)'} ---")
-    for number, turn in enumerate(sample.turns, start=1):
+    cells = 0
+    for turn in sample.turns:
         print(turn.text, end="")
         if turn.code is not None:
+            cells += 1
             print(turn.appended, end="")
-            print(f"[cell {number}: {turn.status}, {turn.exec_duration_s or 0:.3f} s]")
+            print(f"[cell {cells}: {turn.status}, {turn.exec_duration_s or 0:.3f} s]")
     print()
 
 
