@@ -1,0 +1,354 @@
+"""The decode engine on a tiny random Qwen2 model (fp32, CPU): each test checks one property.
+
+- the compact forward's logits equal transformers' forward (prefill in chunks, every decode
+  step, batched rows in any slots);
+- greedy decoding is token-identical to ``model.generate``;
+- a sample's tokens do not depend on the rest of the batch; n-sample prefix sharing, TIR
+  resume and chunked prefill give the same tokens as recomputing from scratch;
+- EOS, stop strings, max_tokens and the context window end a sequence correctly;
+- the sampler: counter-based uniforms, exact nucleus/top-k distribution, batch independence;
+- the KV cache refuses a budget too small for one sequence with a clear error.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from qwen_math.engine.engine import Engine, EngineConfig, EngineRequest, common_prefix_length  # noqa: E402
+from qwen_math.engine.kv_cache import CacheShape, KVCache, slots_that_fit  # noqa: E402
+from qwen_math.engine.qwen2 import Qwen2Forward  # noqa: E402
+from qwen_math.engine.sampling import (  # noqa: E402
+    SamplingBatch,
+    sample_nucleus_by_sorting,
+    sample_tokens,
+    splitmix64,
+    to_int64,
+)
+from qwen_math.errors import EnvironmentUnavailable, UsageError  # noqa: E402
+
+VOCAB = 151936
+SAMPLED = {"temperature": 0.7, "top_p": 0.8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the tiny shape gains nothing from two, and on a shared 2-core
+    machine thread hand-offs make each op 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from qwen_math.tiny import SHAPES, model_config
+
+    torch.manual_seed(0)
+    config = Qwen2Config(**model_config(SHAPES["tiny"]))
+    tiny = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # random biases and norms, so every parameter path is exercised
+        for name, parameter in tiny.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return tiny
+
+
+def byte_decode(ids) -> str:
+    """A stand-in detokeniser: each id is one character (enough for stop-string logic)."""
+    return "".join(chr(0x4E00 + i % 20000) if i >= 128 else chr(i) for i in ids)
+
+
+def make_engine(model, **config) -> Engine:
+    eos = config.pop("eos_ids", frozenset())
+    return Engine(model, decode_text=byte_decode, eos_ids=eos, config=EngineConfig(**config))
+
+
+def prompt(seed: int, length: int) -> tuple[int, ...]:
+    rng = random.Random(seed)
+    return tuple(rng.randrange(VOCAB) for _ in range(length))
+
+
+def request(name, ids, *, max_tokens=12, seed=0, **sampling) -> EngineRequest:
+    return EngineRequest(name, tuple(ids), max_tokens=max_tokens, seed=seed, **sampling)
+
+
+def tokens_of(results) -> list[tuple[int, ...]]:
+    return [r.finish.token_ids for r in results]
+
+
+# ---------------------------------------------------------------------------------------
+# the forward pass equals transformers' forward
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [(23,), (7, 9, 7), (1, 22)])
+def test_prefill_and_every_decode_step_match_transformers(model, chunks):
+    ids = torch.tensor(prompt(1, 40))
+    with torch.inference_mode():
+        reference = model(ids[None]).logits[0]  # [40, V]
+        forward = Qwen2Forward(model, context_window=4096)
+        cache = KVCache(forward.cache_shape, slots=3, context_window=4096, device=torch.device("cpu"))
+        cache.ensure_capacity(64)
+        start = 0
+        for size in chunks:
+            forward.prefill(cache, slot=2, tokens=ids[start:start + size], start=start)
+            start += size
+        for position in range(start, 40):
+            logits = forward.decode(
+                cache, slots=torch.tensor([2]), tokens=ids[position:position + 1],
+                positions=torch.tensor([position]), span=position + 1, contiguous=False,
+            )
+            torch.testing.assert_close(logits[0], reference[position], atol=1e-4, rtol=0)
+
+
+def test_batched_decode_rows_match_transformers(model):
+    # three sequences of different lengths decoded together, in slots 0..2 (sliced) and 2,0,1
+    prompts = [torch.tensor(prompt(i, n)) for i, n in ((2, 9), (3, 15), (4, 4))]
+    with torch.inference_mode():
+        references = [model(p[None]).logits[0, -1] for p in prompts]
+        forward = Qwen2Forward(model, context_window=4096)
+        for slots, contiguous in (([0, 1, 2], True), ([2, 0, 1], False)):
+            cache = KVCache(forward.cache_shape, slots=3, context_window=4096, device=torch.device("cpu"))
+            cache.ensure_capacity(32)
+            for slot, p in zip(slots, prompts, strict=True):
+                forward.prefill(cache, slot=slot, tokens=p[:-1], start=0)
+            positions = torch.tensor([len(p) - 1 for p in prompts])
+            logits = forward.decode(
+                cache, slots=torch.tensor(slots), tokens=torch.stack([p[-1] for p in prompts]),
+                positions=positions, span=int(positions.max()) + 1, contiguous=contiguous,
+            )
+            for row, reference in enumerate(references):
+                torch.testing.assert_close(logits[row], reference, atol=1e-4, rtol=0)
+
+
+def test_greedy_is_token_identical_to_generate(model):
+    prompts = [prompt(5, 6), prompt(6, 17), prompt(7, 11)]
+    results = make_engine(model).run([request(f"g{i}", p, max_tokens=20) for i, p in enumerate(prompts)])
+    with torch.inference_mode():
+        for p, result in zip(prompts, results, strict=True):
+            out = model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False,
+                                 eos_token_id=None, pad_token_id=0)
+            assert list(result.finish.token_ids) == out[0, len(p):].tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# batch independence, prefix sharing, TIR resume, chunked prefill
+# ---------------------------------------------------------------------------------------
+
+
+def test_sample_does_not_depend_on_batch_composition(model):
+    target = request("t", prompt(8, 12), seed=1234, max_tokens=16, **SAMPLED)
+    alone = make_engine(model).run([target])
+    others = [request(f"o{i}", prompt(20 + i, 5 + 3 * i), seed=i, max_tokens=4 + i, **SAMPLED) for i in range(6)]
+    crowded = make_engine(model).run([*others[:3], target, *others[3:]])
+    assert tokens_of(alone) == tokens_of([crowded[3]])
+
+
+def test_n_samples_share_the_prefill_and_match_separate_runs(model):
+    shared = prompt(9, 30)
+    samples = [request(f"s{i}", shared, seed=100 + i, max_tokens=10, **SAMPLED) for i in range(4)]
+    engine = make_engine(model)
+    together = engine.run(samples)
+    assert engine.stats.prefill_tokens == len(shared) - 1  # the prompt was prefilled once
+    assert [r.reused_tokens for r in together] == [0, 29, 29, 29]
+    separately = [make_engine(model).run([s])[0] for s in samples]
+    assert tokens_of(together) == tokens_of(separately)
+    assert len(set(tokens_of(together))) == 4  # different seeds, different samples
+
+
+def test_tir_resume_reuses_the_kept_cache_and_matches_recompute(model):
+    first = request("turn1", prompt(10, 20), seed=7, max_tokens=8, cache_key="traj", **SAMPLED)
+    engine = make_engine(model)
+    (turn1,) = engine.run([first])
+    transcript = first.prompt_ids + turn1.finish.token_ids + prompt(11, 6)  # + tool output tokens
+    second = request("turn2", transcript, seed=7, max_tokens=8, cache_key="traj", **SAMPLED)
+    prefilled_before = engine.stats.prefill_tokens
+    (resumed,) = engine.run([second])
+    assert resumed.reused_tokens == len(first.prompt_ids) + len(turn1.finish.token_ids) - 1
+    assert engine.stats.prefill_tokens - prefilled_before == 6  # only the appended tokens
+    assert tokens_of([resumed]) == tokens_of(make_engine(model).run([second]))
+
+
+def test_chunked_prefill_gives_the_same_tokens(model):
+    long = request("long", prompt(12, 60), seed=3, max_tokens=10, **SAMPLED)
+    short = request("short", prompt(13, 5), seed=4, max_tokens=10, **SAMPLED)
+    whole = make_engine(model).run([long, short])
+    chunked = make_engine(model, prefill_chunk=7).run([long, short])
+    assert tokens_of(whole) == tokens_of(chunked)
+
+
+def test_continuous_batching_refills_freed_slots(model):
+    requests = [request(f"c{i}", prompt(30 + i, 6), seed=i, max_tokens=3 + i % 4, **SAMPLED) for i in range(7)]
+    engine = make_engine(model, max_batch_size=2)
+    results = engine.run(requests)
+    assert [len(r.finish.token_ids) for r in results] == [3 + i % 4 for i in range(7)]
+    assert tokens_of(results) == tokens_of(make_engine(model).run(requests))
+
+
+# ---------------------------------------------------------------------------------------
+# stop conditions
+# ---------------------------------------------------------------------------------------
+
+
+def test_max_tokens_ends_with_length(model):
+    (result,) = make_engine(model).run([request("m", prompt(14, 5), max_tokens=5)])
+    assert (result.finish.reason, len(result.finish.token_ids)) == ("length", 5)
+
+
+def test_eos_ends_the_sequence_and_is_not_in_the_text(model):
+    ids = prompt(15, 8)
+    (free,) = make_engine(model).run([request("e", ids, max_tokens=10)])
+    eos = free.finish.token_ids[3]
+    (stopped,) = make_engine(model, eos_ids=frozenset({eos})).run([request("e", ids, max_tokens=10)])
+    first = free.finish.token_ids.index(eos)
+    assert stopped.finish.reason == "eos"
+    assert stopped.finish.token_ids == free.finish.token_ids[: first + 1]
+    assert stopped.finish.text == byte_decode(free.finish.token_ids[:first])
+
+
+def test_eos_ignored_when_configured(model):
+    ids = prompt(15, 8)
+    (free,) = make_engine(model).run([request("e", ids, max_tokens=10)])
+    config = {"eos_ids": frozenset(free.finish.token_ids), "ignore_eos": True}
+    (result,) = make_engine(model, **config).run([request("e", ids, max_tokens=10)])
+    assert result.finish.reason == "length" and len(result.finish.token_ids) == 10
+
+
+@pytest.mark.parametrize("start,length", [(2, 1), (3, 2), (0, 4)])  # one token, across tokens, at once
+def test_stop_string_cuts_the_text_before_it(model, start, length):
+    ids = prompt(16, 8)
+    (free,) = make_engine(model).run([request("s", ids, max_tokens=12, seed=5, **SAMPLED)])
+    full = byte_decode(free.finish.token_ids)  # one character per token
+    stop = full[start:start + length]
+    stopped = request("s", ids, max_tokens=12, seed=5, stop=("never", stop), **SAMPLED)
+    (result,) = make_engine(model).run([stopped])
+    assert (result.finish.reason, result.finish.stop_string) == ("stop", stop)
+    assert result.finish.text == full[: full.index(stop)]
+    assert result.finish.token_ids == free.finish.token_ids[: full.index(stop) + length]
+
+
+def test_context_window_full_ends_with_length(model):
+    (result,) = make_engine(model, context_window=40).run([request("w", prompt(17, 30), max_tokens=100)])
+    assert (result.finish.reason, len(result.finish.token_ids)) == ("length", 10)
+
+
+@pytest.mark.parametrize("ids,message", [((), "empty prompt"), (tuple(range(40)), "context window")])
+def test_prompts_that_cannot_run_are_refused(model, ids, message):
+    with pytest.raises(UsageError, match=message):
+        make_engine(model, context_window=40).add(request("bad", ids))
+
+
+# ---------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------
+
+
+def splitmix64_reference(x: int) -> int:
+    mask = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def test_splitmix64_matches_the_reference():
+    values = [0, 1, 12345, 2**63 - 1, 2**64 - 1, 0xDEADBEEFCAFEF00D]
+    got = splitmix64(torch.tensor([to_int64(v) for v in values])).tolist()
+    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64_reference(v) for v in values]
+
+
+def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=5) -> SamplingBatch:
+    return SamplingBatch.build(
+        [(temperature, top_p, top_k, seed0 + i, position) for i in range(rows)], torch.device("cpu")
+    )
+
+
+def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None) -> torch.Tensor:
+    tokens = sample_tokens(logits.expand(params.seed.shape[0], -1).contiguous(), params, row_chunk=row_chunk)
+    return torch.bincount(tokens, minlength=logits.shape[-1]).double() / tokens.shape[0]
+
+
+# probabilities 0.4 0.25 0.15 0.1 0.05 0.05 (+ two impossible tokens)
+PROBS = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.05, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "top_p,top_k,kept",
+    [
+        (1.0, -1, 6),  # plain sampling
+        (0.6, -1, 2),  # 0.4 < 0.6 <= 0.65: the nucleus is the top two
+        (0.8, -1, 4),  # 0.8 reached within four tokens (0.9)
+        (0.9, 3, 3),  # top-k first, then the nucleus of the renormalised three
+    ],
+)
+def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept):
+    logits = PROBS.clamp(min=1e-30).log()[None]
+    draws = 20000
+    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=4096)
+    target = torch.zeros_like(PROBS)
+    target[:kept] = PROBS[:kept] / PROBS[:kept].sum()
+    assert torch.all(freq[kept:] == 0)
+    assert torch.allclose(freq, target.double(), atol=0.015)
+
+
+def test_rejection_sampler_agrees_with_the_sorting_sampler():
+    logits = PROBS.clamp(min=1e-30).log()[None]
+    params = batch(20000, top_p=0.8)
+    probs = torch.softmax(logits, -1).expand(20000, -1).contiguous()
+    by_sorting = torch.bincount(sample_nucleus_by_sorting(probs, params), minlength=8).double() / 20000
+    assert torch.allclose(empirical(logits, params), by_sorting, atol=0.015)
+
+
+def test_sampled_token_depends_only_on_its_row():
+    torch.manual_seed(1)
+    logits = torch.randn(40, VOCAB) * 2
+    params = batch(40, temperature=0.7, top_p=0.8, seed0=99)
+    together = sample_tokens(logits, params, row_chunk=16)
+    one_by_one = torch.cat([sample_tokens(logits[i:i + 1], params.slice(i, i + 1)) for i in range(40)])
+    assert torch.equal(together, one_by_one)
+
+
+def test_greedy_rows_take_the_argmax_in_a_mixed_batch():
+    torch.manual_seed(2)
+    logits = torch.randn(4, 1000)
+    params = SamplingBatch.build([(0.0, 1.0, -1, 0, 1), (0.7, 0.8, -1, 1, 1)] * 2, torch.device("cpu"))
+    tokens = sample_tokens(logits, params)
+    assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
+
+
+# ---------------------------------------------------------------------------------------
+# cache sizing and helpers
+# ---------------------------------------------------------------------------------------
+
+
+def test_cache_budget_too_small_for_one_sequence_is_a_clear_error():
+    shape = CacheShape(layers=28, kv_heads=2, head_dim=128, dtype=torch.bfloat16)
+    with pytest.raises(EnvironmentUnavailable, match="not enough memory for the KV cache"):
+        slots_that_fit(shape, context_window=4096, budget_bytes=10 * 2**20, wanted=8)
+    assert slots_that_fit(shape, context_window=4096, budget_bytes=2**40, wanted=8) == 8
+
+
+def test_cache_grows_and_keeps_its_contents():
+    shape = CacheShape(layers=1, kv_heads=1, head_dim=2, dtype=torch.float32)
+    cache = KVCache(shape, slots=2, context_window=4096, device=torch.device("cpu"))
+    cache.ensure_capacity(10)
+    cache.keys[0, 1, 0, 9] = 3.0
+    cache.ensure_capacity(300)
+    assert cache.capacity == 512 and cache.keys[0, 1, 0, 9, 0] == 3.0
+
+
+@pytest.mark.parametrize(
+    "a,b,limit,expected",
+    [([1, 2, 3], [1, 2, 4], 9, 2), ([1, 2, 3], [1, 2, 3], 2, 2), ([5], [1], 9, 0), ([], [1], 9, 0),
+     (list(range(100)), [*list(range(57)), 0], 99, 57)],
+)
+def test_common_prefix_length(a, b, limit, expected):
+    assert common_prefix_length(a, b, limit) == expected
