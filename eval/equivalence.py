@@ -680,7 +680,10 @@ def compare_relations(pred: Any, gold: Any) -> bool | None:
             return nodes_equal(parse_node(pred.rhs), parse_node(gold.rhs))
         return relations_equal(pred, gold)
     if isinstance(pred, Relation):
-        return pred_value is not None and nodes_equal(parse_node(pred_value), gold)
+        # the prediction states "expression = value" for a plain gold: its value is the answer
+        # (the reverse is not true: a gold equation is itself the answer)
+        value = pred_value if pred_value is not None else (pred.rhs if pred.op == "=" else None)
+        return value is not None and nodes_equal(parse_node(value), gold)
     if isinstance(gold, Relation):
         return gold_value is not None and nodes_equal(pred, parse_node(gold_value))
     return None
