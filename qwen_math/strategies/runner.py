@@ -34,7 +34,7 @@ from typing import Any
 from qwen_math.backends.base import Backend, Completion, GenerationRequest
 from qwen_math.config import SamplingConfig, sample_seed
 from qwen_math.record import Turn
-from qwen_math.strategies.base import Execute, Finish, Generate, Strategy, Trajectory
+from qwen_math.strategies.base import Action, Execute, Finish, Generate, Strategy, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,13 @@ def default_workers() -> int:
 class _Runner:
     """The mutable bookkeeping of one ``run_trajectories`` call."""
 
-    def __init__(self, strategy, sampling, backend, prompt_style, sandbox, on_turn):
-        self.strategy: Strategy = strategy
+    def __init__(self, strategy: Strategy, sampling: SamplingConfig, backend: Backend,
+                 prompt_style: str, sandbox: SandboxAccess, on_turn: TurnCallback | None) -> None:
+        self.strategy = strategy
         self.sampling = sampling.with_stop(*strategy.stop_strings(prompt_style))
-        self.backend: Backend = backend
+        self.backend = backend
         self.prompt_style = prompt_style
-        self.sandbox: SandboxAccess = sandbox
+        self.sandbox = sandbox
         self.on_turn = on_turn
         self.pool: ThreadPoolExecutor | None = None
         self.by_request: dict[str, Trajectory] = {}
@@ -136,7 +137,8 @@ class _Runner:
         self.active: set[str] = set()
 
     # 1) start -------------------------------------------------------------------------------
-    def start(self, problems, sample_indices, skip) -> Iterator[Trajectory]:
+    def start(self, problems: Sequence[Problem], sample_indices: list[int],
+              skip: Container[tuple[str, int]]) -> Iterator[Trajectory]:
         window = self.backend.context_window
         for problem in problems:
             todo = [s for s in sample_indices if (problem.problem_id, s) not in skip]
@@ -192,7 +194,7 @@ class _Runner:
             yield from self.apply(trajectory, action)
 
     # 5) actions -----------------------------------------------------------------------------
-    def apply(self, trajectory: Trajectory, action) -> Iterator[Trajectory]:
+    def apply(self, trajectory: Trajectory, action: Action) -> Iterator[Trajectory]:
         if isinstance(action, Generate):
             prompt_tokens = self.backend.count_tokens(trajectory.next_prompt)
             if prompt_tokens >= self.backend.context_window:
