@@ -34,6 +34,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qwen_math.errors import EnvironmentUnavailable
+
 #: Bump when the files written below change, so stale caches are not reused.
 FORMAT_VERSION = 1
 
@@ -96,8 +98,14 @@ def tokenizer_dir() -> Path:
     folder = cache_root() / f"qwen25-tokenizer-v{FORMAT_VERSION}"
     if all((folder / name).is_file() for name in TOKENIZER_FILES):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    except OSError as exc:
+        raise EnvironmentUnavailable(
+            f"cannot write the tokenizer cache {folder.parent} ({exc.strerror}); "
+            "set QWEN_MATH_CACHE to a writable folder"
+        ) from None
     try:
         write_tokenizer_files(staging)
         staging.chmod(0o755)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from qwen_math.commands import flags
@@ -137,16 +138,14 @@ def print_trace(sample) -> None:
 
 
 def print_answer(solution) -> None:
+    """The answer, the vote table (equivalent answers merged) and the finish reasons."""
     total = len(solution.samples)
     print(f"answer: {solution.answer if solution.answer is not None else '(no answer)'}")
-    if total > 1 or not solution.votes:
-        print("votes:")
-        for answer, count in solution.votes.items():
-            print(f"  {count:>4}/{total}  {answer}")
-        missing = sum(1 for s in solution.samples if s.answer is None)
-        if missing:
-            print(f"  {missing:>4}/{total}  (no answer)")
-    reasons = {}
-    for sample in solution.samples:
-        reasons[sample.finish_reason] = reasons.get(sample.finish_reason, 0) + 1
+    print("votes:")
+    for answer, count in solution.votes.items():
+        print(f"  {count:>4}/{total}  {answer}")
+    missing = sum(1 for sample in solution.samples if sample.answer is None)
+    if missing:
+        print(f"  {missing:>4}/{total}  (no answer)")
+    reasons = Counter(sample.finish_reason for sample in solution.samples)
     print("finish: " + ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())))
