@@ -690,6 +690,7 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # the listen backlog: bursts of connects wait, not reset
 
     def __init__(self, app: App) -> None:
         self.app = app
