@@ -301,14 +301,14 @@ def test_full_queue_answers_429_and_loses_nothing(gated):
 
 
 def test_connections_beyond_the_limit_get_429(gated):
-    serving, backend = gated
+    serving, _ = gated
     idle = []
     for _ in range(8):  # hold every connection slot with idle keep-alive connections
         conn = http.client.HTTPConnection(serving.host, serving.port, timeout=10)
         conn.connect()
         idle.append(conn)
     time.sleep(0.2)
-    status, headers, body = serving.request("GET", "/health")
+    status, _, body = serving.request("GET", "/health")
     assert status == 429 and "too many connections" in body["error"]["message"]
     for conn in idle:
         conn.close()
