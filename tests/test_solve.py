@@ -47,6 +47,12 @@ def test_skip_and_sample_range_for_resume_and_shards(scripted):
     assert sorted((r.problem_id, r.sample) for r in results) == [("a", 3), ("b", 2)]
 
 
+def test_duplicate_problem_ids_are_refused(scripted):
+    with pytest.raises(UsageError, match="problem id 'a' appears more than once"):
+        list(generate_samples([PROBLEMS[0], PROBLEMS[0]], mode="cot", sampling=SamplingConfig(),
+                              backend=scripted(["x"])))
+
+
 def test_dataset_policy_reaches_extraction(scripted):
     # gsm8k's policy takes the last number of the prose; the default policy does not guess
     results = {r.problem_id: r.answer for r in generate_samples(

@@ -33,6 +33,7 @@ from typing import Any
 
 from qwen_math.backends.base import Backend, Completion, GenerationRequest
 from qwen_math.config import SamplingConfig, sample_seed
+from qwen_math.errors import UsageError
 from qwen_math.record import Turn
 from qwen_math.strategies.base import Action, Execute, Finish, Generate, Strategy, Trajectory
 
@@ -140,6 +141,7 @@ class _Runner:
     def start(self, problems: Sequence[Problem], sample_indices: list[int],
               skip: Container[tuple[str, int]]) -> Iterator[Trajectory]:
         window = self.backend.context_window
+        check_unique_ids(problems)
         for problem in problems:
             todo = [s for s in sample_indices if (problem.problem_id, s) not in skip]
             if not todo:
@@ -244,6 +246,14 @@ class _Runner:
             trajectory.resources.close()
         for trajectory in self.by_request.values():
             trajectory.resources.close()
+
+
+def check_unique_ids(problems: Sequence[Problem]) -> None:
+    seen: set[str] = set()
+    for problem in problems:
+        if problem.problem_id in seen:
+            raise UsageError(f"problem id {problem.problem_id!r} appears more than once")
+        seen.add(problem.problem_id)
 
 
 def call_seed(sample_seed_value: int, call: int) -> int:
