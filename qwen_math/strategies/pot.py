@@ -58,5 +58,5 @@ class PotStrategy:
         return Finish(trajectory.last_completion.finish_reason)
 
     def final_answer(self, trajectory: Trajectory) -> str | None:
-        value = trajectory.program_value
-        return value.strip() or None if value is not None else None
+        value = (trajectory.program_value or "").strip()
+        return value or None
