@@ -159,10 +159,18 @@ DENIED_SYSCALLS = (
 )
 
 
+def _seccomp_binding():
+    """pyseccomp (PyPI, ctypes) or libseccomp's own `seccomp` module (Debian python3-seccomp)."""
+    try:
+        import pyseccomp as binding
+    except ImportError:
+        import seccomp as binding
+    return binding
+
+
 def build_seccomp_filter():
     """A libseccomp filter (built once in the driver, loaded in each session)."""
-    import pyseccomp
-
+    pyseccomp = _seccomp_binding()
     filt = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
     deny = pyseccomp.ERRNO(errno.EPERM)
     for name in DENIED_SYSCALLS:
