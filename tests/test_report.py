@@ -92,10 +92,10 @@ def finished_run(tmp_path) -> Path:
 def test_console_table_lists_datasets_and_metrics(finished_run, capsys):
     assert main(["report", str(finished_run)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["dataset", "problems", "n", "acc", "maj@n", "pass@n"]
+    assert out[0].split() == ["dataset", "problems", "n", "k", "acc", "maj@k", "pass@k"]
     row = out[2].split()
-    assert row[:3] == ["math500", "6", "4"]
-    assert row[3] == f"{13 / 24:.3f}"  # acc: 13 correct samples of 24
+    assert row[:4] == ["math500", "6", "4", "4"]
+    assert row[4] == f"{13 / 24:.3f}"  # acc: 13 correct samples of 24
 
 
 @pytest.mark.parametrize(

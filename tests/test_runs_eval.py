@@ -249,3 +249,26 @@ def test_rows_without_gold_are_reported_and_excluded(tmp_path, eval_argv, caplog
     assert "no gold answer and are excluded" in caplog.text
     manifest = json.loads(RunLayout(tmp_path / "run").manifest.read_text())
     assert manifest["datasets"]["gsm8k"]["excluded_no_gold"] == [1]
+
+
+# --- tool calls: sandbox failures are recorded on the sample, the run goes on -------------
+#: each first completion ends where the model asks for the output (the TIR stop string)
+TIR_LINES = [
+    ["Compute.\n```python\nprint(16 - 3 - 4)\n```\n```output", "So $9 \\cdot 2 = \\boxed{18}$."],
+    ["```python\nprint(1/0)\n```\n```output", "That failed; $\\boxed{3}$."],
+    ["```python\nimport os\nos.kill(os.getpid(), 9)\n```\n```output", "No answer."],
+]
+
+
+def test_tir_run_records_sandbox_failures_and_continues(tmp_path, eval_argv):
+    run = tmp_path / "run"
+    argv = eval_argv(run, lines=TIR_LINES, n=3)
+    argv[argv.index("cot")] = "tir"
+    assert main(argv) == 0
+    records = samples_of(run)
+    assert len(records) == 9
+    statuses = sorted({turn["status"] for r in records for turn in r["turns"] if turn["code"]})
+    assert "ok" in statuses and "error" in statuses
+    assert set(statuses) - {"ok", "error"}, statuses  # the killed program: crashed or blocked
+    counters = json.loads(RunLayout(run).dataset_metrics("gsm8k").read_text())["counters"]
+    assert counters["tool_calls"] == 9 and counters["exec_errors"] == 6

@@ -1,8 +1,8 @@
 """Reports of a finished run: a console table and a self-contained HTML page with plots.
 
 ``load_run_report(run_dir)`` reads ``metrics.json`` and each dataset's ``problems.jsonl``;
-``format_table`` prints datasets x metrics (acc, maj@k and pass@k at k = n, with 95 %
-intervals when the metrics carry them); ``write_html_report`` writes ``RUN/report/``:
+``format_table`` prints datasets x metrics (acc with its 95 % interval, maj@k and pass@k at
+the largest k, a power of two <= n); ``write_html_report`` writes ``RUN/report/``:
 
 - ``curves.png``: maj@k and pass@k against k (log2 axis), one colour per dataset;
 - ``breakdown_<dataset>.png``: accuracy by level and by subject, when the dataset has them;
@@ -119,19 +119,21 @@ def _natural_key(text: str) -> tuple:
 # --- console table ------------------------------------------------------------------------
 
 def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
-    header = ["dataset", "problems", "n", "acc", "maj@n", "pass@n"]
+    """datasets x (problems, n, k, acc, maj@k, pass@k) with k the largest power of 2 <= n."""
+    header = ["dataset", "problems", "n", "k", "acc", "maj@k", "pass@k"]
     rows = []
     for d in report.datasets:
         m = d.metrics
         maj, pas = at_max_k(m, "maj@k"), at_max_k(m, "pass@k")
-        n = maj[0] if maj else m.get("n", "?")
+        k = maj[0] if maj else None
         rows.append([
             d.name,
             str(m.get("problems", len(d.problems))),
-            str(n),
+            str(m.get("n", "-")),
+            str(k if k is not None else "-"),
             format_value(m.get("acc"), interval(m, "acc")),
-            format_value(maj[1] if maj else None, interval(m, f"maj@{n}")),
-            format_value(pas[1] if pas else None, interval(m, f"pass@{n}")),
+            format_value(maj[1] if maj else None, interval(m, f"maj@{k}")),
+            format_value(pas[1] if pas else None, interval(m, f"pass@{k}")),
         ])
     return header, rows
 
