@@ -181,6 +181,10 @@ def main(argv: list[str]) -> int:
     """Driver entry point: `python -c ... <socket fd>` started by `Driver`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the client's to handle
     sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(OSError, AttributeError):
+        from sandbox import isolation
+
+        isolation.prctl(isolation._PR_SET_DUMPABLE, 0)  # sessions cannot open /proc/<driver>/mem
     preimport()
     warm_up()
     from sandbox import isolation

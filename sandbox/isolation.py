@@ -329,34 +329,83 @@ def drop_uid() -> None:
     os.setresuid(NOBODY, NOBODY, NOBODY)
 
 
-# -- network namespace ---------------------------------------------------------------------------
-def enter_net_namespace() -> str:
-    """A new, empty network namespace (with a user namespace when not root)."""
+# -- namespaces: network, and mount for a size-capped work dir ----------------------------------
+_CLONE_NEWNS = 0x00020000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+
+
+def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int,
+           data: bytes | None) -> None:
+    libc = _libc()
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p]
+    _check(libc.mount(source, target.encode(), fstype, flags, data), f"mount {target}")
+
+
+def enter_namespaces(*, mount: bool) -> str:
+    """A new, empty network namespace (and a private mount namespace when `mount`).
+
+    Root unshares directly; other users get a user namespace mapping only themselves.
+    """
+    flags = _CLONE_NEWNET | (_CLONE_NEWNS if mount else 0)
     if os.geteuid() == 0:
-        unshare(_CLONE_NEWNET)
-        return "new network namespace (loopback down)"
-    uid, gid = os.geteuid(), os.getegid()
-    unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
-    Path("/proc/self/setgroups").write_text("deny")
-    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
-    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
-    return "new user + network namespace (loopback down)"
+        unshare(flags)
+    else:
+        uid, gid = os.geteuid(), os.getegid()
+        unshare(_CLONE_NEWUSER | flags)
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    if mount:
+        _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)  # nothing propagates to the host
+    user = "" if os.geteuid() == 0 and not flags & _CLONE_NEWUSER else "user + "
+    return f"new {user}network{' + mount' if mount else ''} namespace (no interfaces up)"
 
 
-def probe_net_namespace() -> tuple[bool, str]:
-    """Try the namespace in a throw-away child (unshare changes the caller irrevocably)."""
+def mount_workdir_tmpfs(path: str, size_mb: int, inodes: int = 4096) -> str:
+    """Cover the work dir with a private tmpfs: disk use capped (and charged as memory)."""
+    options = f"size={size_mb}m,nr_inodes={inodes},mode=0700".encode()
+    _mount(b"tmpfs", path, b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
+    os.chdir(path)
+    return f"private tmpfs, {size_mb} MiB, {inodes} inodes, nosuid/nodev/noexec"
+
+
+def _probe_namespaces_child(scratch: str) -> int:
+    try:
+        enter_namespaces(mount=True)
+        mount_workdir_tmpfs(scratch, 1)
+        return 0
+    except OSError:
+        pass
+    try:
+        enter_namespaces(mount=False)
+        return 2
+    except OSError:
+        return 1
+
+
+def probe_namespaces() -> tuple[tuple[bool, str], tuple[bool, str]]:
+    """(network, mount) availability, tried in a throw-away child (unshare is irrevocable)."""
     if sys.platform != "linux":
-        return False, "not Linux"
-    pid = os.fork()
-    if pid == 0:
-        try:
-            enter_net_namespace()
-            os._exit(0)
-        except BaseException:  # noqa: BLE001 (child of a fork: must not return)
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    ok = os.waitstatus_to_exitcode(status) == 0
-    return ok, "unshare(CLONE_NEWNET) works" if ok else "unshare(CLONE_NEWNET) refused"
+        return (False, "not Linux"), (False, "not Linux")
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="qwen-sandbox-probe-")
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _probe_namespaces_child(scratch)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.rmdir(scratch)
+    code = os.waitstatus_to_exitcode(status)
+    net = (code in (0, 2), "unshare(CLONE_NEWNET) works" if code in (0, 2) else "unshare(CLONE_NEWNET) refused")
+    mnt = (code == 0, "mount namespace + tmpfs work" if code == 0 else "mount namespace or tmpfs refused")
+    return net, mnt
 
 
 # -- rlimits -----------------------------------------------------------------------------------
@@ -405,6 +454,7 @@ class HostProbe:
 
     landlock_abi: int
     net_namespace: tuple[bool, str]
+    mount_namespace: tuple[bool, str]
     cgroups: CgroupDirs | None
     cgroups_detail: str
     uid_drop: tuple[bool, str]
@@ -415,6 +465,7 @@ class HostProbe:
             "landlock": {"active": self.landlock_abi > 0, "detail": f"ABI {self.landlock_abi}"
                          if self.landlock_abi else "kernel has no Landlock"},
             "net_namespace": {"active": self.net_namespace[0], "detail": self.net_namespace[1]},
+            "mount_namespace": {"active": self.mount_namespace[0], "detail": self.mount_namespace[1]},
             "cgroups": {"active": self.cgroups is not None, "detail": self.cgroups_detail},
             "uid_drop": {"active": self.uid_drop[0], "detail": self.uid_drop[1]},
             "seccomp": {"active": self.seccomp[0], "detail": self.seccomp[1]},
@@ -432,5 +483,5 @@ def probe_host():
     """Probe every layer once; returns (HostProbe, seccomp filter or None)."""
     filt, seccomp = probe_seccomp()
     cgroups, cg_detail = create_driver_cgroups()
-    return HostProbe(landlock_abi(), probe_net_namespace(), cgroups, cg_detail,
+    return HostProbe(landlock_abi(), *probe_namespaces(), cgroups, cg_detail,
                      uid_drop_possible(), seccomp), filt

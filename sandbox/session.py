@@ -28,6 +28,7 @@ from sandbox.errors import SandboxUnavailable
 from sandbox.result import ExecResult
 
 DEFAULT_OUTPUT_LIMIT = 1 << 18  # bytes of stdout per cell
+MAX_REPLY_BYTES = 1 << 20  # a control reply is a short JSON line; more is a hostile session
 _READY_TIMEOUT = 30.0
 _READ_CHUNK = 1 << 16
 
@@ -70,7 +71,7 @@ class _Exchange:
     def read_reply(self) -> bool | None:
         """True when a full reply line arrived, None on EOF (the session died)."""
         data = self.spawned.ctrl.recv(_READ_CHUNK)
-        if not data:
+        if not data or len(self.reply) + len(data) > MAX_REPLY_BYTES:
             return None
         self.reply += data
         return b"\n" in self.reply
@@ -128,6 +129,7 @@ class Session:
         self._spawned = None
         self._history: list[str] = []
         self._closed = False
+        self._seq = 0
         self.layers: dict[str, dict] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -227,12 +229,16 @@ class Session:
             self._ensure_process()
         spawned = self._spawned
         exchange = _Exchange(spawned, self.output_limit)
-        request = json.dumps({"code": code, "call_solution": call_solution}).encode() + b"\n"
+        self._seq += 1
+        request = {"seq": self._seq, "code": code, "call_solution": call_solution}
         with self._pool.running_slot():
             start = time.monotonic()
             try:
-                spawned.ctrl.sendall(request)
+                spawned.ctrl.settimeout(self.timeout)
+                spawned.ctrl.sendall(json.dumps(request).encode() + b"\n")
                 outcome = exchange.wait(start + self.timeout)
+            except TimeoutError:
+                outcome = "timeout"
             except OSError:
                 outcome = "dead"
             duration = time.monotonic() - start
@@ -242,15 +248,18 @@ class Session:
         return _death_result(outcome, death, exchange.stdout(), duration, self.output_limit)
 
     def _reply_result(self, exchange: _Exchange, duration: float) -> ExecResult:
-        line = bytes(exchange.reply).split(b"\n", 1)[0]
+        """Trust nothing: a reply must be exactly one well-typed JSON line for this request."""
+        line, _, rest = bytes(exchange.reply).partition(b"\n")
         try:
             reply = json.loads(line)
-            return ExecResult(reply["status"], exchange.stdout(), reply.get("error"), duration,
-                              reply.get("layer"), reply.get("value"))
-        except (ValueError, KeyError, TypeError):
+            fields = [reply.get(key) for key in ("error", "layer", "value")]
+            if rest or reply.get("seq") != self._seq or not all(f is None or isinstance(f, str) for f in fields):
+                raise ValueError("unexpected reply")
+            return ExecResult(reply["status"], exchange.stdout(), *fields[:1], duration, *fields[1:])
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._end_process()
             return ExecResult("crashed", exchange.stdout(), "the session sent a malformed reply",
-                              duration)
+                              duration, "protocol")
 
 
 _KILL_OUTCOMES = {

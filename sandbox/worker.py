@@ -59,6 +59,9 @@ class _CountingRaw(io.RawIOBase):
         self.count += written
         return written
 
+    def close(self) -> None:
+        """Never closed: a cell that closes `sys.stdout` only loses its own wrapper."""
+
 
 # ---------------------------------------------------------------------------------------------
 # 1) hardening
@@ -128,9 +131,13 @@ def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Lay
     else:
         layers.skip("cgroup", probe.cgroups_detail)
     if probe.net_namespace[0]:
-        layers.apply("net_namespace", isolation.enter_net_namespace)
+        layers.apply("net_namespace", lambda: isolation.enter_namespaces(mount=probe.mount_namespace[0]))
     else:
         layers.skip("net_namespace", probe.net_namespace[1])
+    if probe.mount_namespace[0] and layers.active("net_namespace"):
+        layers.apply("workdir_quota", lambda: isolation.mount_workdir_tmpfs(plan.workdir, plan.limits.file_mb))
+    else:
+        layers.skip("workdir_quota", "no private mount namespace: the work dir is on the host's disk")
     layers.apply("rlimits", lambda: isolation.apply_rlimits(plan.limits))
     if probe.uid_drop[0]:
         os.chown(plan.workdir, isolation.NOBODY, isolation.NOBODY)
@@ -139,7 +146,8 @@ def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Lay
         layers.skip("uid_drop", probe.uid_drop[1])
     layers.apply("parent_death", lambda: _parent_death_signal(plan.driver_pid))
     layers.apply("no_new_privs", lambda: isolation.prctl(isolation._PR_SET_NO_NEW_PRIVS, 1)
-                 or "PR_SET_NO_NEW_PRIVS")
+                 or isolation.prctl(isolation._PR_SET_DUMPABLE, 0)
+                 or "PR_SET_NO_NEW_PRIVS, not dumpable (no /proc/<pid>/mem for peers)")
     if probe.landlock_abi:
         layers.apply("landlock", lambda: isolation.apply_landlock(plan.workdir, probe.landlock_abi))
     else:
@@ -174,6 +182,7 @@ _ERRNO_LAYERS = {
     errno.EFBIG: ("rlimits",),
     errno.EMFILE: ("rlimits",),
     errno.ENETUNREACH: ("net_namespace",),
+    errno.ENOSPC: ("workdir_quota",),
     errno.EAGAIN: ("cgroup", "rlimits"),
 }
 
@@ -196,14 +205,20 @@ class Cell:
     def __init__(self, layers: _Layers) -> None:
         self.layers = layers
         self.raw = _CountingRaw()
-        self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
-                                       errors="backslashreplace", newline="\n")
-        sys.stdout = sys.__stdout__ = self.stdout
-        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(_NullRaw()), encoding="utf-8")
-        sys.stdin = sys.__stdin__ = io.StringIO("")
-        policy.bind_stdout(self.stdout)
+        self.stdout = None
+        self.ensure_streams()
         self.namespace = policy.make_globals(self.display)
         self.mark = 0
+
+    def ensure_streams(self) -> None:
+        """(Re)install stdout on fd 1, stderr discarded, stdin empty, if a cell changed them."""
+        if self.stdout is None or self.stdout.closed or sys.stdout is not self.stdout:
+            self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
+                                           errors="backslashreplace", newline="\n")
+            sys.stdout = sys.__stdout__ = self.stdout
+            policy.bind_stdout(self.stdout)
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(_NullRaw()), encoding="utf-8")
+        sys.stdin = sys.__stdin__ = io.StringIO("")
 
     def printed_since_mark(self) -> bool:
         self.stdout.flush()
@@ -214,7 +229,8 @@ class Cell:
             self.stdout.write(repr(value) + "\n")
 
     def run(self, source: str, call_solution: bool) -> dict:
-        self.stdout.flush()
+        self.ensure_streams()
+        self.flush_quietly()
         self.mark = self.raw.count
         try:
             compiled = policy.compile_cell(source)
@@ -252,9 +268,8 @@ class Cell:
         try:
             self.stdout.flush()
         except (OSError, ValueError, UnicodeError):
-            self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
-                                           errors="backslashreplace", newline="\n")
-            sys.stdout = self.stdout
+            self.stdout = None
+            self.ensure_streams()
 
 
 class _NullRaw(io.RawIOBase):
@@ -277,6 +292,7 @@ def serve(layers: _Layers) -> None:
     for line in ctrl.makefile("rb"):
         request = json.loads(line)
         reply = cell.run(request["code"], bool(request.get("call_solution")))
+        reply["seq"] = request.get("seq")
         _send(ctrl, reply)
 
 

@@ -87,6 +87,9 @@ ATTACKS = [
     pytest.param(raw("import os\nos.remove('VICTIM/file.txt')"), {"error"}, id="delete-victim"),
     pytest.param(raw("import os\nos.chdir('/')\nopen('VICTIM/new.txt', 'w')"), {"error"}, id="chdir-then-write"),
     pytest.param(raw("import os\nos.listdir('/root')"), {"error"}, id="list-home"),
+    pytest.param(raw("import os\nprint(os.listdir('..'))"), {"error"}, id="list-other-sessions"),
+    pytest.param(raw("for i in range(1000):\n    open(f'f{i}', 'w').write('x' * 10**6)"), {"error"}, id="fill-disk"),
+    pytest.param(raw("import os\nos.nice(-10)"), {"error"}, id="raise-priority"),
     # -- network
     pytest.param("import socket", {"blocked"}, id="socket-import"),
     pytest.param(raw("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', PORT))"), {"error"}, id="tcp-connect"),
@@ -138,6 +141,12 @@ ATTACKS = [
     pytest.param(raw("import os\nos.write(1, b'\\xff\\xfe\\x00bad utf-8')"), {"ok"}, id="invalid-utf8"),
     pytest.param("print('\\x00\\ud800\\udfff')", {"ok"}, id="nul-and-surrogates"),
     pytest.param("raise ValueError('x' * 10**7)", {"error"}, id="huge-error-message"),
+    # -- the control channel: forged, oversized or redirected replies
+    pytest.param(raw("import os\nos.write(3, b'{\"status\": \"ok\", \"seq\": 99}\\n')"), {"crashed"}, id="forged-reply"),
+    pytest.param(raw("import os\nos.write(3, b'x' * 3 * 2**20)"), {"crashed"}, id="oversized-reply"),
+    pytest.param(raw("import os\nos.dup2(3, 1)\nprint('{}')"), {"crashed"}, id="stdout-into-control"),
+    pytest.param(raw("import os\nos.close(3)"), {"crashed"}, id="close-control"),
+    pytest.param("import sys\nsys.stdout.close()", {"ok"}, id="close-stdout"),
     # -- recursion
     pytest.param("def f(n):\n    return f(n + 1)\nf(0)", {"error"}, id="deep-recursion"),
     pytest.param("import sys\nsys.setrecursionlimit(10**9)\ndef f(n):\n    return f(n + 1)\nf(0)",
