@@ -314,19 +314,56 @@ def _world_traversable(path: str) -> bool:
     return bool(current.stat().st_mode & 0o004)
 
 
-def uid_drop_possible() -> tuple[bool, str]:
+def uid_drop_possible(landlock: bool) -> tuple[bool, str, bool]:
+    """(possible, detail, keep CAP_DAC_READ_SEARCH).
+
+    When the interpreter lives where uid 65534 cannot read it (pyenv under /root), the session
+    keeps exactly one capability, CAP_DAC_READ_SEARCH, so it can still load modules lazily;
+    that is only allowed with Landlock, which confines every read to the allowed trees.
+    """
     if os.geteuid() != 0:
-        return False, "not root (already unprivileged)"
+        return False, "not root (already unprivileged)", False
     blocked = [tree for tree in readable_trees() if not _world_traversable(tree)]
-    if blocked:
-        return False, f"the interpreter tree {blocked[0]} is not readable by uid {NOBODY}"
-    return True, f"uid/gid {NOBODY}"
+    if not blocked:
+        return True, f"uid/gid {NOBODY}, no capabilities", False
+    if landlock:
+        return True, (f"uid/gid {NOBODY}, only CAP_DAC_READ_SEARCH kept ({blocked[0]} is not "
+                      "world-readable; reads confined by Landlock)"), True
+    return False, f"the interpreter tree {blocked[0]} is not readable by uid {NOBODY}", False
 
 
-def drop_uid() -> None:
+_PR_SET_KEEPCAPS = 8
+_CAP_DAC_READ_SEARCH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32))
+
+
+def _set_capabilities(mask: int) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)(_CapData(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0),
+                          _CapData(mask >> 32, mask >> 32, 0))
+    _check(_libc().capset(ctypes.byref(header), data), "capset")
+
+
+def drop_uid(keep_read_search: bool = False) -> None:
+    if keep_read_search:
+        prctl(_PR_SET_KEEPCAPS, 1)
     os.setgroups([])
     os.setresgid(NOBODY, NOBODY, NOBODY)
     os.setresuid(NOBODY, NOBODY, NOBODY)
+    if keep_read_search:
+        _set_capabilities(1 << _CAP_DAC_READ_SEARCH)
+        prctl(_PR_SET_KEEPCAPS, 0)
+    if os.getresuid() != (NOBODY, NOBODY, NOBODY):
+        raise OSError(errno.EPERM, "uid drop did not take effect")
 
 
 # -- namespaces: network, and mount for a size-capped work dir ----------------------------------
@@ -457,7 +494,7 @@ class HostProbe:
     mount_namespace: tuple[bool, str]
     cgroups: CgroupDirs | None
     cgroups_detail: str
-    uid_drop: tuple[bool, str]
+    uid_drop: tuple[bool, str, bool]
     seccomp: tuple[bool, str]
 
     def as_dict(self) -> dict:
@@ -483,5 +520,6 @@ def probe_host():
     """Probe every layer once; returns (HostProbe, seccomp filter or None)."""
     filt, seccomp = probe_seccomp()
     cgroups, cg_detail = create_driver_cgroups()
-    return HostProbe(landlock_abi(), *probe_namespaces(), cgroups, cg_detail,
-                     uid_drop_possible(), seccomp), filt
+    abi = landlock_abi()
+    return HostProbe(abi, *probe_namespaces(), cgroups, cg_detail,
+                     uid_drop_possible(abi > 0), seccomp), filt

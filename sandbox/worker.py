@@ -141,7 +141,7 @@ def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Lay
     layers.apply("rlimits", lambda: isolation.apply_rlimits(plan.limits))
     if probe.uid_drop[0]:
         os.chown(plan.workdir, isolation.NOBODY, isolation.NOBODY)
-        layers.apply("uid_drop", lambda: isolation.drop_uid() or probe.uid_drop[1])
+        layers.apply("uid_drop", lambda: isolation.drop_uid(probe.uid_drop[2]) or probe.uid_drop[1])
     else:
         layers.skip("uid_drop", probe.uid_drop[1])
     layers.apply("parent_death", lambda: _parent_death_signal(plan.driver_pid))
