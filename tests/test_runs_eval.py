@@ -43,7 +43,7 @@ def eval_argv(shared_data, script):
             "eval", "--datasets", "gsm8k", "--data-dir", str(shared_data / "benchmarks"),
             "--limit", str(limit), "-n", str(n), "--mode", "cot", "--backend", "scripted",
             "--script", str(script(lines)), "--output-dir", str(run_dir), "--max-tokens", "64",
-            "--no-progress", *extra,
+            "--no-progress", "--grader-workers", "1", *extra,
         ]
 
     return argv
@@ -79,6 +79,13 @@ def test_eval_writes_manifest_samples_problems_and_metrics(tmp_path, eval_argv, 
     metrics = json.loads(layout.dataset_metrics("gsm8k").read_text())
     assert metrics["counters"]["samples"] == 6
     assert json.loads(layout.metrics.read_text())["datasets"]["gsm8k"] == metrics
+
+    # `qwen-math rescore` of the samples reproduces metrics.json (the run's counters aside)
+    assert main(["rescore", "--json", str(layout.samples("gsm8k"))]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert 0 < metrics["acc"] < 1
+    assert {k: v for k, v in metrics.items() if k not in ("counters", "run_time")} == {
+        k: rescored[k] for k in metrics if k not in ("counters", "run_time")}
 
     manifest = json.loads(layout.manifest.read_text())
     assert manifest["fingerprint"]["fields"]["sampling.n"] == 2
@@ -145,6 +152,29 @@ def test_extend_n_adds_samples_without_regenerating(tmp_path, eval_argv):
     # the extended run resumes under its new n, and refuses the old one
     assert main(eval_argv(run, n=4)) == 0
     assert main(eval_argv(run, n=2)) == ExitCode.RESUME_REFUSED
+
+
+def test_ctrl_c_stops_with_exit_3_and_the_same_command_resumes(tmp_path, eval_argv, monkeypatch, capsys):
+    from qwen_math.runs import grading
+
+    real = grading.SampleGrader.grade_items
+    calls = {"count": 0}
+
+    def interrupt_at_the_third(self, items):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt
+        return real(self, items)
+
+    monkeypatch.setattr(grading.SampleGrader, "grade_items", interrupt_at_the_third)
+    run = tmp_path / "run"
+    assert main(eval_argv(run)) == ExitCode.PARTIAL
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    written = len(samples_of(run))
+    assert 0 < written < 6
+    monkeypatch.undo()
+    assert main(eval_argv(run)) == 0
+    assert len(samples_of(run)) == 6
 
 
 # --- progress -----------------------------------------------------------------------------

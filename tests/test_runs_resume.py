@@ -113,5 +113,5 @@ def assert_rescore_reproduces_metrics(run_dir: Path) -> None:
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     metrics = json.loads(RunLayout(run_dir).dataset_metrics("gsm8k").read_text())
     summary = json.loads(rescored.stdout)
-    for key in ("n", "problems", "acc", "acc_ci95", "pass@k", "maj@k"):
-        assert summary[key] == metrics[key], key
+    own = {"counters", "run_time"}  # the run's counters and timings (not rescore's business)
+    assert {k: v for k, v in metrics.items() if k not in own} == {k: summary[k] for k in metrics if k not in own}
