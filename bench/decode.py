@@ -1,0 +1,255 @@
+"""Decode throughput: plain ``transformers.generate`` against the ``hf`` backend, same run.
+
+Random weights at the real Qwen2 shapes (``qwen_math.tiny.SHAPES``, built in memory: no
+download), the exact Qwen2.5 tokenizer (built offline), sampling at temperature 0.7 / top_p
+0.8 (top-k off), EOS disabled. Tokens counted are the tokens each request asked for (its own
+max_tokens), for both sides; plain ``generate`` batches every request of a case at once and
+pads to the longest.
+
+Cases ``<prompts>x<samples>``:
+- ``1x1``: 1 prompt, 1 sample, 64 tokens;
+- ``16x4``: 16 prompts x 4 samples, the 64 requests' max_tokens spread evenly over 16..128;
+- ``64x1``: 64 prompts, 64 tokens each;
+- GPU only (``--device cuda``): ``16x16`` (64 tokens), ``256x1`` (64 tokens), and ``tir``:
+  16 trajectories that generate 32 tokens, pause 50 ms (a tool call), append a tool output and
+  resume, four times (plain ``generate`` re-encodes the whole transcript every turn).
+``--quick`` divides every token count by 4 (a CPU smoke run; not the reported figures).
+
+Run: ``python bench/decode.py --shapes tiny,0.5b`` (CPU) or
+``python bench/decode.py --device cuda --shapes 1.5b,7b --cases 1x1,16x4,64x1,16x16,256x1,tir``.
+Ends with one JSON line per case: {"bench", "case", "baseline", "ours", "unit", "ratio", ...}
+plus the peak KV-cache and process memory and, on CUDA, the fraction of the HBM roofline.
+
+What it deliberately does not do: download weights, or check generated text (the weights are
+random; the tests check correctness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from qwen_math.backends.base import GenerationRequest
+from qwen_math.backends.hf import HFBackend
+from qwen_math.config import SamplingConfig
+from qwen_math.engine.engine import EngineConfig, EngineStats
+from qwen_math.tiny import SHAPES, model_config
+from qwen_math.tokenizer import load_offline_tokenizer
+
+TEMPERATURE, TOP_P = 0.7, 0.8
+TIR_TURNS, TIR_TOKENS, TIR_PAUSE_S = 4, 32, 0.05
+TOOL_OUTPUT = "```output\n42\n```\n"
+#: HBM bandwidth for the roofline, bytes/s (H100 SXM: 3.35 TB/s).
+HBM_BYTES_PER_S = 3.35e12
+
+
+@dataclass(frozen=True)
+class Case:
+    prompts: int
+    samples: int
+    max_tokens: Callable[[int, int], int]  # (request index, request count) -> tokens asked
+    gpu_only: bool = False
+    tir: bool = False
+
+
+def fixed(tokens: int) -> Callable[[int, int], int]:
+    return lambda index, count: tokens
+
+
+def spread(low: int, high: int) -> Callable[[int, int], int]:
+    return lambda index, count: low + round(index * (high - low) / max(count - 1, 1))
+
+
+CASES: dict[str, Case] = {
+    "1x1": Case(1, 1, fixed(64)),
+    "16x4": Case(16, 4, spread(16, 128)),
+    "64x1": Case(64, 1, fixed(64)),
+    "16x16": Case(16, 16, fixed(64), gpu_only=True),
+    "256x1": Case(256, 1, fixed(64), gpu_only=True),
+    "tir": Case(16, 1, fixed(TIR_TOKENS), gpu_only=True, tir=True),
+}
+
+
+def build_model(shape: str, *, device: torch.device, dtype: torch.dtype, seed: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(**model_config(SHAPES[shape]))
+    with torch.device(device):
+        model = Qwen2ForCausalLM(config).to(dtype)
+    return model.eval()
+
+
+def prompts_for(count: int) -> list[str]:
+    return [
+        "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
+        f"<|im_start|>user\nWhat is {17 * i + 3} times {i + 11}, minus {i * i}?<|im_end|>\n<|im_start|>assistant\n"
+        for i in range(count)
+    ]
+
+
+def requests_for(case: Case, *, scale: int) -> list[GenerationRequest]:
+    texts = prompts_for(case.prompts)
+    count = case.prompts * case.samples
+    requests = []
+    for index in range(count):
+        tokens = max(1, case.max_tokens(index, count) // scale)
+        sampling = SamplingConfig(temperature=TEMPERATURE, top_p=TOP_P, max_tokens=tokens)
+        prompt = texts[index // case.samples]
+        requests.append(GenerationRequest(f"r{index}", prompt, sampling, seed=index, cache_key=f"t{index}"))
+    return requests
+
+
+# -- baseline: plain generate -------------------------------------------------------------
+
+
+def run_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> None:
+    from transformers import GenerationConfig
+
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    config = GenerationConfig(
+        do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, top_k=0, max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens, eos_token_id=None, pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.inference_mode():
+        model.generate(**batch, generation_config=config)
+
+
+def baseline_seconds(model, tokenizer, case: Case, requests: list[GenerationRequest]) -> float:
+    start = time.perf_counter()
+    if case.tir:
+        transcripts = [r.prompt for r in requests]
+        for _turn in range(TIR_TURNS):
+            run_generate(model, tokenizer, transcripts, requests[0].sampling.max_tokens)
+            time.sleep(TIR_PAUSE_S)
+            transcripts = [t + "x" * 8 + TOOL_OUTPUT for t in transcripts]
+    else:
+        run_generate(model, tokenizer, [r.prompt for r in requests], max(r.sampling.max_tokens for r in requests))
+    return time.perf_counter() - start
+
+
+# -- ours: the hf backend -----------------------------------------------------------------
+
+
+def ours_seconds(backend: HFBackend, case: Case, requests: list[GenerationRequest]) -> float:
+    start = time.perf_counter()
+    if case.tir:
+        for _turn in range(TIR_TURNS):
+            completions = backend.generate(requests)
+            time.sleep(TIR_PAUSE_S)
+            requests = [
+                GenerationRequest(r.request_id, r.prompt + c.text + TOOL_OUTPUT, r.sampling, r.seed, r.cache_key)
+                for r, c in zip(requests, completions, strict=True)
+            ]
+    else:
+        backend.generate(requests)
+    return time.perf_counter() - start
+
+
+def tokens_asked(case: Case, requests: list[GenerationRequest]) -> int:
+    turns = TIR_TURNS if case.tir else 1
+    return turns * sum(r.sampling.max_tokens for r in requests)
+
+
+def roofline_fraction(model, backend: HFBackend, seconds: float) -> float:
+    """(weights + KV bytes read per step) / HBM bandwidth, over the measured step time."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    stats = backend.stats
+    steps = max(stats.decode_steps, 1)
+    kv_per_step = stats.peak_kv_bytes / 2  # on average about half the cache is live
+    return (weights + kv_per_step) / HBM_BYTES_PER_S / (seconds / steps)
+
+
+def measure(shape: str, case_name: str, *, device: torch.device, dtype: torch.dtype, tokenizer, scale: int,
+            seed: int) -> dict:
+    case = CASES[case_name]
+    model = build_model(shape, device=device, dtype=dtype, seed=seed)
+    requests = requests_for(case, scale=scale)
+    backend = HFBackend.from_model(model, tokenizer, engine_config=EngineConfig(
+        ignore_eos=True, context_window=model.config.max_position_embeddings,
+        max_batch_size=max(64, len(requests)),
+    ))
+    warm = requests_for(CASES["1x1"], scale=16)
+    run_generate(model, tokenizer, [warm[0].prompt], 2)  # first-call overheads, both sides
+    backend.generate(warm)
+    backend.engine.stats = EngineStats()
+    tokens = tokens_asked(case, requests)
+    base = baseline_seconds(model, tokenizer, case, requests)
+    ours = ours_seconds(backend, case, requests)
+    stats = backend.stats
+    row = {
+        "bench": "decode", "case": f"{shape} {case_name}",
+        "baseline": round(tokens / base, 2), "ours": round(tokens / ours, 2), "unit": "tok/s",
+        "ratio": round(base / ours, 2),
+        "device": device_name(device), "dtype": str(dtype).removeprefix("torch."), "tokens": tokens,
+        "peak_kv_mib": round(stats.peak_kv_bytes / 2**20, 1),
+        "peak_memory_mib": round(stats.peak_memory_bytes / 2**20, 1),
+    }
+    if device.type == "cuda":
+        row["roofline"] = round(roofline_fraction(model, backend, ours), 3)
+    backend.close()
+    return row
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu x{torch.get_num_threads()} threads"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--shapes", default="tiny,0.5b", help=f"comma list of {', '.join(SHAPES)}")
+    parser.add_argument("--cases", default=None, help=f"comma list of {', '.join(CASES)} (default: by device)")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu), float32, bfloat16")
+    parser.add_argument("--quick", action="store_true", help="token counts / 4 (smoke run)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    default = [name for name, case in CASES.items() if gpu or not case.gpu_only]
+    args.case_names = args.cases.split(",") if args.cases else default
+    args.shape_names = args.shapes.split(",")
+    for name in args.case_names:
+        if name not in CASES:
+            parser.error(f"unknown case {name!r}; choose from {', '.join(CASES)}")
+    for name in args.shape_names:
+        if name not in SHAPES:
+            parser.error(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
+    if gpu and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    args.torch_device = device
+    args.torch_dtype = {"auto": torch.bfloat16 if gpu else torch.float32}.get(args.dtype) or getattr(torch, args.dtype)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokenizer = load_offline_tokenizer()
+    rows = []
+    for shape in args.shape_names:
+        for case in args.case_names:
+            row = measure(shape, case, device=args.torch_device, dtype=args.torch_dtype, tokenizer=tokenizer,
+                          scale=4 if args.quick else 1, seed=args.seed)
+            rows.append(row)
+            print(f"{row['case']:>12}: generate {row['baseline']:9.1f} tok/s   hf {row['ours']:9.1f} tok/s   "
+                  f"x{row['ratio']:.2f}   peak KV {row['peak_kv_mib']} MiB", file=sys.stderr, flush=True)
+    for row in rows:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
