@@ -267,7 +267,7 @@ class OpenAIClient:
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:  # the key stays out of every repr
-        return f"OpenAIClient({self.base_url!r})"
+        return f"OpenAIClient({getattr(self, 'base_url', '?')!r})"
 
     def get(self, path: str) -> dict[str, Any]:
         return self.request("GET", path)
