@@ -10,6 +10,7 @@ import os
 import pytest
 
 from qwen_math.errors import ExitCode, ResumeRefused, UsageError
+from qwen_math.record import SampleRecord, Turn
 from qwen_math.runs.jsonl import (
     AppendOnlyJsonl,
     DiskFull,
@@ -126,16 +127,23 @@ def test_fingerprint_digest_ignores_field_order():
 
 
 # --- progress: plain periodic line off a terminal ----------------------------------------
+def progress_record(idx: int, answer: str, correct: bool, statuses: tuple[str, ...] = ()) -> SampleRecord:
+    turns = (*(Turn(text="", code="x = 1", status=status) for status in statuses), Turn(text="done"))
+    return SampleRecord(dataset="gsm8k", idx=idx, sample=0, question_id=str(idx), question="q",
+                        turns=turns, answer=answer, gold="5", correct=correct, finish_reason="eos",
+                        completion_tokens=10)
+
+
 def test_plain_progress_line_reports_counts_accuracy_and_maj():
     stream = io.StringIO()
-    with RunProgress("gsm8k", total_samples=4, n=2, stream=stream, interval_s=0.0) as progress:
-        turns = [{"code": "print(1)", "status": "ok"}, {"code": "1/0", "status": "error"}]
-        progress.add(0, "5", True, turns, completion_tokens=10)
-        progress.add(0, "5", True, [], completion_tokens=10)
-        progress.add(1, "3", False, [], completion_tokens=10)
+    with RunProgress("gsm8k", total_samples=6, n=2, stream=stream, interval_s=0.0) as progress:
+        progress.add(progress_record(9, "5", True), resumed=True)  # on disk: not in tok/s or ETA
+        progress.add(progress_record(0, "5", True, ("ok", "error")))
+        progress.add(progress_record(0, "5", True))
+        progress.add(progress_record(1, "3", False))
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("gsm8k: samples 1/4 | problems 0/2 | acc 1.000")
-    assert "samples 3/4 | problems 1/2 | acc 0.667 | maj@2 1.000" in lines[-1]
+    assert lines[0].startswith("gsm8k: samples 2/6 | problems 0/3 | acc 1.000")
+    assert "samples 4/6 | problems 1/3 | acc 0.750 | maj@2 1.000" in lines[-1]
     assert "exec err 50.0%" in lines[-1] and "tok/s" in lines[-1]
     assert "ETA" in lines[0]
 

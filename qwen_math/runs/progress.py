@@ -3,7 +3,7 @@
 ``RunProgress`` is fed one graded sample at a time (``add``) and shows problems and samples
 done, running accuracy (mean over samples), running maj@n over the problems whose n samples
 are all in, tokens/s, the execution error rate and an ETA. Samples found on disk when a run
-resumes are counted as done (``add_resumed``) but not in tokens/s or the ETA, which measure
+resumes are counted as done (``add(record, resumed=True)``) but not in tokens/s or the ETA, which measure
 this process only.
 
 What it deliberately does not do: grade, vote with equivalence, or write files (the plain
@@ -17,6 +17,8 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from qwen_math.record import SampleRecord
 
 EXEC_ERROR_STATUSES = frozenset({"error", "timeout", "memory_error", "crashed", "blocked"})
 
@@ -84,16 +86,16 @@ class RunProgress:
         return tqdm(total=self.state.total_samples, desc=self.label, unit="sample",
                     file=self.stream, dynamic_ncols=True)
 
-    def add_resumed(self, key: Any, answer: str | None, correct: bool, turns: list[dict[str, Any]]) -> None:
-        self.state.add(key, answer, correct, turns)
-        if self._bar is not None:
-            self._bar.update(1)
-
-    def add(self, key: Any, answer: str | None, correct: bool, turns: list[dict[str, Any]],
-            completion_tokens: int) -> None:
-        self.state.add(key, answer, correct, turns)
+    def add(self, record: SampleRecord, *, resumed: bool = False) -> None:
+        """Count one sample: found on disk (``resumed``) or just generated."""
+        turns = [turn.to_json() for turn in record.turns]
+        self.state.add(record.idx, record.answer, bool(record.correct), turns)
+        if resumed:
+            if self._bar is not None:
+                self._bar.update(1)
+            return
         self.state.new_samples += 1
-        self.state.new_tokens += completion_tokens
+        self.state.new_tokens += record.completion_tokens
         self._show()
 
     def _show(self) -> None:

@@ -48,6 +48,9 @@ from qwen_math.runs.store import RunLayout, load_samples
 
 log = logging.getLogger(__name__)
 
+#: modes whose strategies run model-written code (the run starts a sandbox pool for them).
+MODES_WITH_CODE = frozenset({"pot", "tir"})
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -126,11 +129,22 @@ def load_datasets(config: EvalConfig) -> list[LoadedDataset]:
                         dataset, len(missing), ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else ""))
         if not with_gold:
             raise UsageError(f"{name}: no problem with a gold answer to evaluate")
+        check_unique_ids(name, with_gold)
         loaded.append(LoadedDataset(dataset, with_gold, missing))
     names = [d.name for d in loaded]
     if len(set(names)) != len(names):
         raise UsageError(f"--datasets names a benchmark twice: {', '.join(names)}")
     return loaded
+
+
+def check_unique_ids(name: str, problems: Sequence[Any]) -> None:
+    """Samples are keyed by problem id: a repeated id would mix two problems' samples."""
+    seen: dict[str, int] = {}
+    for problem in problems:
+        if problem.problem_id in seen:
+            raise UsageError(f"{name}: rows {seen[problem.problem_id]} and {problem.idx} share the "
+                             f"problem id {problem.problem_id!r}; ids must be unique")
+        seen[problem.problem_id] = problem.idx
 
 
 def has_gold(problem: Any) -> bool:
@@ -319,7 +333,7 @@ class _resources:
         try:
             if grader is None:
                 grader = self._own(make_grader(self.config))
-            if sandbox_pool is None and self.config.mode in ("pot", "tir"):
+            if sandbox_pool is None and self.config.mode in MODES_WITH_CODE:
                 sandbox_pool = self._own(make_sandbox_pool(self.config))
             if backend is None:
                 backend = self._own(make_backend(self.config))
@@ -366,34 +380,25 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     """Generate the missing samples of one dataset, appending each as it completes."""
     from qwen_math.runs.views import write_dataset_views
 
-    n = config.sampling.n
-    by_id = {p.problem_id: p for p in dataset.problems}
+    # 1) what is already on disk (a torn last line is cut off first)
     path = layout.samples(dataset.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = load_samples(path, repair=True)
-    wanted = {(p.idx, s) for p in dataset.problems for s in range(n)}
-    done = {key: record for key, record in done.items() if key in wanted}
-    id_of = {p.idx: p.problem_id for p in dataset.problems}
-    skip = {(id_of[idx], s) for idx, s in done}
-    written = 0
-    start = time.monotonic()
-    with RunProgress(dataset.name, total_samples=len(wanted), n=n, enabled=config.progress,
-                     interval_s=config.progress_interval_s) as progress:
+    wanted = {(p.idx, s) for p in dataset.problems for s in range(config.sampling.n)}
+    done = {key: r for key, r in load_samples(path, repair=True).items() if key in wanted}
+    resumed = len(done)
+    with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
+                     enabled=config.progress, interval_s=config.progress_interval_s) as progress:
         for record in done.values():
-            progress.add_resumed(record.idx, record.answer, bool(record.correct), [t.to_json() for t in record.turns])
+            progress.add(record, resumed=True)
+        # 2) generate the rest, each sample graded and appended the moment it completes
         if len(done) < len(wanted):
             log.info("%s: %d of %d samples already written; generating %d",
                      dataset.name, len(done), len(wanted), len(wanted) - len(done))
+            start = time.monotonic()
             try:
-                with AppendOnlyJsonl(path) as writer:
-                    for result in generate_missing(config, dataset, backend, sandbox_pool, skip):
-                        problem = by_id[result.problem_id]
-                        record = build_record(config, dataset.name, problem, result, grader)
-                        writer.append(record.to_json())
-                        done[(record.idx, record.sample)] = record
-                        written += 1
-                        progress.add(record.idx, record.answer, bool(record.correct),
-                                     [t.to_json() for t in record.turns], record.completion_tokens)
+                for record in generate_and_append(config, dataset, path, done, backend=backend,
+                                                  sandbox_pool=sandbox_pool, grader=grader):
+                    done[(record.idx, record.sample)] = record
+                    progress.add(record)
             except KeyboardInterrupt:
                 raise PartialRun(
                     f"interrupted: {len(done)} of {len(wanted)} samples of {dataset.name} are "
@@ -403,13 +408,29 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                 add_duration(layout, manifest, dataset.name, time.monotonic() - start)
     missing = wanted - set(done)
     if missing:
-        raise PartialRun(f"{dataset.name}: generation ended with {len(missing)} samples missing; rerun to resume")
+        raise PartialRun(f"{dataset.name}: generation ended with {len(missing)} samples missing; "
+                         "rerun the same command to resume")
+    # 3) the views
     records = [done[key] for key in sorted(done)]
     metrics = write_dataset_views(layout, dataset.name, records, dataset.problems,
                                   excluded_no_gold=dataset.excluded_no_gold,
                                   wall_duration_s=manifest["generation_duration_s"].get(dataset.name))
-    return DatasetResult(dataset.name, len(dataset.problems), written, len(done) - written,
+    return DatasetResult(dataset.name, len(dataset.problems), len(done) - resumed, resumed,
                          dataset.excluded_no_gold, metrics)
+
+
+def generate_and_append(config: EvalConfig, dataset: LoadedDataset, path: Path,
+                        done: Mapping[tuple[int, int], SampleRecord], *, backend: Any,
+                        sandbox_pool: Any, grader: Any) -> Iterator[SampleRecord]:
+    """Yield each newly generated record after it is graded and appended to ``path``."""
+    by_id = {p.problem_id: p for p in dataset.problems}
+    id_of = {p.idx: p.problem_id for p in dataset.problems}
+    skip = {(id_of[idx], sample) for idx, sample in done}
+    with AppendOnlyJsonl(path) as writer:
+        for result in generate_missing(config, dataset, backend, sandbox_pool, skip):
+            record = build_record(config, dataset.name, by_id[result.problem_id], result, grader)
+            writer.append(record.to_json())
+            yield record
 
 
 def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, sandbox_pool: Any,
