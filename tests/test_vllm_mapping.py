@@ -233,3 +233,64 @@ def test_vllm_backend_greedy_is_deterministic(tiny_checkpoint):
         assert first.text == second.text and first.finish_reason in ("stop", "eos", "length")
     finally:
         backend.close()
+
+
+# --- the data-parallel worker loop (a fake engine in a thread, the real message protocol) ------------
+class FakeLocalEngine:
+    """Finishes each request one step after it was added; request "boom" fails the step."""
+
+    max_model_len = 4096
+
+    def __init__(self, kwargs):
+        self.running: list[EngineRequest] = []
+
+    def add(self, request):
+        self.running.append(request)
+
+    def has_unfinished(self):
+        return bool(self.running)
+
+    def step(self):
+        if any(r.request_id == "boom" for r in self.running):
+            raise RuntimeError("CUDA out of memory")
+        done, self.running = self.running, []
+        return [completion_from_output(r.request_id, output("ok", [1], "stop"), prompt_tokens=len(r.prompt_token_ids))
+                for r in done]
+
+
+def run_worker(monkeypatch, requests):
+    """Feed ``requests`` to ``serve_engine`` in a thread; every message it sent back."""
+    import multiprocessing
+    import threading
+
+    import qwen_math.backends.vllm as vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "LocalEngine", FakeLocalEngine)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    parent, child = multiprocessing.Pipe()
+    worker = threading.Thread(target=vllm_backend.serve_engine, args=("2,3", {}, child), daemon=True)
+    worker.start()
+    received = [parent.recv()]
+    for request in requests:
+        parent.send(("add", request))
+    finished = 0
+    while finished < len(requests) and received[-1][0] != "error" and parent.poll(5):
+        received.append(parent.recv())
+        finished += len(received[-1][1]) if received[-1][0] == "done" else 0
+    parent.send(("close",))
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    return received
+
+
+def test_worker_protocol(monkeypatch):
+    requests = [EngineRequest(f"r{i}", (1, 2, 3), {}) for i in range(6)]
+    received = run_worker(monkeypatch, requests)
+    assert received[0] == ("ready", 4096)
+    finished = [c.request_id for kind, batch in received[1:] if kind == "done" for c in batch]
+    assert sorted(finished) == [f"r{i}" for i in range(6)]
+
+
+def test_worker_reports_engine_failure(monkeypatch):
+    received = run_worker(monkeypatch, [EngineRequest("boom", (1,), {})])
+    assert received[-1] == ("error", "RuntimeError: CUDA out of memory")

@@ -29,6 +29,8 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -245,12 +247,17 @@ def serve_engine(devices: str, kwargs: dict[str, Any], conn: Any) -> None:
 
     Messages in: ``("add", EngineRequest)`` and ``("close",)``. Messages out: ``("ready",
     max_model_len)`` once, then ``("done", [Completion, ...])`` after each step that finished
-    something, or ``("error", message)`` before exiting on a failure.
+    something, or ``("error", message)`` before exiting on a failure. Results leave through a
+    sender thread, so this loop keeps reading while the parent is busy sending (two processes
+    each blocked writing to the other would deadlock).
     """
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    sender = threading.Thread(target=send_all, args=(conn, outbox), daemon=True)
+    sender.start()
     try:
         engine = LocalEngine(kwargs)
-        conn.send(("ready", engine.max_model_len))
+        outbox.put(("ready", engine.max_model_len))
         while True:
             # 1) take new work: block while idle, otherwise only drain what is waiting
             wait = 0 if engine.has_unfinished() else None
@@ -263,11 +270,23 @@ def serve_engine(devices: str, kwargs: dict[str, Any], conn: Any) -> None:
             # 2) advance every running request by one step and report what finished
             finished = engine.step()
             if finished:
-                conn.send(("done", finished))
+                outbox.put(("done", finished))
     except (EOFError, KeyboardInterrupt):
         return
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        outbox.put(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        outbox.put(None)
+        sender.join(timeout=30)
+
+
+def send_all(conn: Any, outbox: queue.SimpleQueue) -> None:
+    """Send every message of ``outbox`` until ``None``."""
+    while (message := outbox.get()) is not None:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, OSError):
+            return
 
 
 class WorkerEngine:
