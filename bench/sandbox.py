@@ -4,8 +4,8 @@ Cases, each against a baseline measured in the same run:
   cold_start      a new hardened session (spawn + hardening + ready), ms, vs a fresh
                   `python -c "import sympy"`;
   warm_overhead   wall time of a typical SymPy cell in a warm session minus the cell's own
-                  compute (the same code exec'd in this process), ms, vs the same for
-                  `python -c`;
+                  compute timed inside the session, ms (median of 200), vs `python -c` wall
+                  time minus the same code's compute exec'd in this process;
   a_*             one fresh session per program, sequential: programs/s, p50 and p99 latency;
   b_cells_per_core 4 cells per session as in TIR (session start included): cells per CPU
                   second of everything involved (this process, the driver, its sessions);
@@ -64,7 +64,7 @@ def baseline_rate(programs: Sequence[dict], workers: int) -> tuple[float, list[f
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda p: run_python_c(p["code"]), programs))
     elapsed = time.perf_counter() - start
-    correct = sum(out == p["expected_stdout"] for (out, _), p in zip(results, programs))
+    correct = sum(out == p["expected_stdout"] for (out, _), p in zip(results, programs, strict=True))
     return len(programs) / elapsed, [lat for _, lat in results], correct
 
 
@@ -131,15 +131,23 @@ def own_compute_ms(code: str, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-def warm_cell_ms(pool, code: str, n: int) -> float:
+TIMED = "import time as _bench_time\n_bench_t0 = _bench_time.perf_counter()\n{cell}\nprint(_bench_time.perf_counter() - _bench_t0)"
+
+
+def warm_cell_ms(pool, code: str, n: int) -> tuple[float, float]:
+    """(median wall ms of the cell in a warm session, median ms of that outside the cell's own
+    compute as timed inside the session process)."""
+    timed = TIMED.format(cell=code)
+    walls, overheads = [], []
     with pool.session() as session:
-        session.run(code)
-        times = []
+        session.run(timed)
         for _ in range(n):
             t = time.perf_counter()
-            session.run(code)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+            result = session.run(timed)
+            wall = time.perf_counter() - t
+            walls.append(wall)
+            overheads.append(wall - float(result.stdout.split()[-1]))
+    return statistics.median(walls) * 1000, statistics.median(overheads) * 1000
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -169,16 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with SandboxPool(max_sessions=64) as pool:
         pool.run_code("1")  # driver start-up is not part of any case
         own = own_compute_ms(TYPICAL_CELL, 50)
-        warm = warm_cell_ms(pool, TYPICAL_CELL, 200)
+        warm, overhead = warm_cell_ms(pool, TYPICAL_CELL, 200)
         _, pyc_cell = run_python_c(TYPICAL_CELL)
         starts = cold_start_ms(pool)
         _, pyc_start = run_python_c("import sympy")
-        print(f"typical cell: own compute {own:.2f} ms, warm session {warm:.2f} ms "
-              f"(overhead {warm - own:.2f} ms), python -c {pyc_cell * 1000:.0f} ms")
+        print(f"typical cell: own compute {own:.2f} ms in this process; warm session {warm:.2f} ms wall, "
+              f"overhead {overhead:.2f} ms over its compute in the session; python -c {pyc_cell * 1000:.0f} ms")
         print(f"cold session start: p50 {statistics.median(starts):.1f} ms, "
               f"p99 {percentile(starts, 0.99):.1f} ms; python -c 'import sympy' {pyc_start * 1000:.0f} ms")
         cases.append(case("cold_start", pyc_start * 1000, statistics.median(starts), "ms", False))
-        cases.append(case("warm_overhead", pyc_cell * 1000 - own, warm - own, "ms", False))
+        cases.append(case("warm_overhead", pyc_cell * 1000 - own, overhead, "ms", False))
 
         base_rate, base_lat, base_ok = baseline_rate(sample, 1)
         print(f"baseline python -c (1 at a time, {len(sample)} programs): {base_rate:.2f} programs/s, "

@@ -84,7 +84,7 @@ def warm_up() -> None:
 class _DriverState:
     sock: socket.socket
     probe: object
-    seccomp_filter: object
+    seccomp_program: object
     workbase: str
     sessions: set[int] = dataclasses.field(default_factory=set)
 
@@ -99,7 +99,7 @@ def _spawn(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
     if pid == 0:
         plan = worker.SessionPlan(limits, "", os.getppid(), state.probe)
         plan = dataclasses.replace(plan, workdir=f"{state.workbase}/w{os.getpid()}")
-        worker.session_main(plan, state.seccomp_filter, ctrl_session.fileno(), out_write)
+        worker.session_main(plan, state.seccomp_program, ctrl_session.fileno(), out_write)
     ctrl_session.close()
     os.close(out_write)
     state.sessions.add(pid)
@@ -189,10 +189,10 @@ def main(argv: list[str]) -> int:
     warm_up()
     from sandbox import isolation
 
-    probe, seccomp_filter = isolation.probe_host()
+    probe, seccomp_program = isolation.probe_host()
     workbase = tempfile.mkdtemp(prefix="qwen-sandbox-")
     os.chmod(workbase, 0o711)  # a session with a dropped uid must reach its own work dir
-    state = _DriverState(sock, probe, seccomp_filter, workbase)
+    state = _DriverState(sock, probe, seccomp_program, workbase)
     gc.collect()
     gc.freeze()  # forked sessions then never touch (and copy) the driver's objects
     try:

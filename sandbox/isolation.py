@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
 import os
 import resource
 import signal
@@ -34,6 +35,7 @@ _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE = 1, 38, 4
 _CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
 
 
+@functools.cache
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -103,7 +105,7 @@ def readable_trees() -> tuple[str, ...]:
     return tuple(sorted(p for p in paths if p and os.path.isdir(p)))
 
 
-def apply_landlock(workdir: str, abi: int) -> str:
+def apply_landlock(workdir: str, abi: int, trees: tuple[str, ...]) -> str:
     """Restrict this process: read-only trees, full access to `workdir`, no TCP, no signals out."""
     libc = _libc()
     fs_rights = _landlock_fs_rights(abi)
@@ -113,7 +115,7 @@ def apply_landlock(workdir: str, abi: int) -> str:
     ruleset = _check(libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr),
                                   ctypes.c_size_t(size), ctypes.c_uint32(0)), "landlock_create_ruleset")
     try:
-        rules = [(path, _FS_READ_FILE | _FS_READ_DIR | _FS_EXECUTE) for path in readable_trees()]
+        rules = [(path, _FS_READ_FILE | _FS_READ_DIR | _FS_EXECUTE) for path in trees]
         rules.append((workdir, fs_rights))
         for path, rights in rules:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -183,6 +185,31 @@ def build_seccomp_filter():
     # TIOCSTI pushes input into a terminal.
     filt.add_rule(deny, "ioctl", pyseccomp.Arg(1, pyseccomp.EQ, 0x5412))
     return filt
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+
+
+def export_seccomp_program(filt) -> bytes:
+    """The filter as raw BPF (compiled once in the driver; each session only loads it)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as handle:
+        filt.export_bpf(handle)
+        handle.seek(0)
+        return handle.read()
+
+
+def load_seccomp_program(program: bytes) -> None:
+    """Install a BPF program (no-new-privs must be set): prctl(PR_SET_SECCOMP, FILTER)."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc().prctl(_PR_SET_SECCOMP, ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(fprog),
+                         0, 0), "prctl(PR_SET_SECCOMP)")
 
 
 # -- cgroups -----------------------------------------------------------------------------------
@@ -490,6 +517,7 @@ class HostProbe:
     """What the driver found at start-up (sessions re-check each layer as they apply it)."""
 
     landlock_abi: int
+    readable_trees: tuple[str, ...]
     net_namespace: tuple[bool, str]
     mount_namespace: tuple[bool, str]
     cgroups: CgroupDirs | None
@@ -509,17 +537,20 @@ class HostProbe:
         }
 
 
-def probe_seccomp():
+def probe_seccomp() -> tuple[bytes | None, tuple[bool, str]]:
     try:
-        return build_seccomp_filter(), (True, f"libseccomp filter, {len(DENIED_SYSCALLS)} denied syscalls -> EPERM")
+        program = export_seccomp_program(build_seccomp_filter())
     except (ImportError, OSError, RuntimeError, ValueError) as exc:
         return None, (False, f"unavailable ({exc.__class__.__name__}: {exc})")
+    detail = (f"BPF from libseccomp ({len(program) // 8} instructions): "
+              f"{len(DENIED_SYSCALLS)} syscalls -> EPERM")
+    return program, (True, detail)
 
 
 def probe_host():
-    """Probe every layer once; returns (HostProbe, seccomp filter or None)."""
+    """Probe every layer once; returns (HostProbe, seccomp BPF program or None)."""
     filt, seccomp = probe_seccomp()
     cgroups, cg_detail = create_driver_cgroups()
     abi = landlock_abi()
-    return HostProbe(abi, *probe_namespaces(), cgroups, cg_detail,
+    return HostProbe(abi, readable_trees(), *probe_namespaces(), cgroups, cg_detail,
                      uid_drop_possible(abi > 0), seccomp), filt

@@ -117,7 +117,7 @@ def _parent_death_signal(driver_pid: int) -> str:
     return "SIGKILL when the driver exits"
 
 
-def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Layers:
+def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _Layers:
     layers = _Layers()
     probe = plan.probe
     layers.apply("process", lambda: f"forked session pid {os.getpid()}")
@@ -149,11 +149,12 @@ def harden(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> _Lay
                  or isolation.prctl(isolation._PR_SET_DUMPABLE, 0)
                  or "PR_SET_NO_NEW_PRIVS, not dumpable (no /proc/<pid>/mem for peers)")
     if probe.landlock_abi:
-        layers.apply("landlock", lambda: isolation.apply_landlock(plan.workdir, probe.landlock_abi))
+        layers.apply("landlock", lambda: isolation.apply_landlock(plan.workdir, probe.landlock_abi,
+                                                                       probe.readable_trees))
     else:
         layers.skip("landlock", "kernel has no Landlock")
-    if seccomp_filter is not None:
-        layers.apply("seccomp", lambda: seccomp_filter.load() or probe.seccomp[1])
+    if seccomp_program is not None:
+        layers.apply("seccomp", lambda: isolation.load_seccomp_program(seccomp_program) or probe.seccomp[1])
     else:
         layers.skip("seccomp", probe.seccomp[1])
     return layers
@@ -296,11 +297,11 @@ def serve(layers: _Layers) -> None:
         _send(ctrl, reply)
 
 
-def session_main(plan: SessionPlan, seccomp_filter, ctrl_fd: int, out_fd: int) -> None:
+def session_main(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> None:
     """Entry point in the forked child; never returns."""
     code = 70
     try:
-        layers = harden(plan, seccomp_filter, ctrl_fd, out_fd)
+        layers = harden(plan, seccomp_program, ctrl_fd, out_fd)
         serve(layers)
         code = 0
     except BaseException:  # noqa: BLE001 (a child of fork must never unwind into the driver)
