@@ -385,14 +385,15 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     wanted = {(p.idx, s) for p in dataset.problems for s in range(config.sampling.n)}
     done = {key: r for key, r in load_samples(path, repair=True).items() if key in wanted}
     resumed = len(done)
+    if len(done) < len(wanted):
+        log.info("%s: %d of %d samples already written; generating %d",
+                 dataset.name, len(done), len(wanted), len(wanted) - len(done))
     with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
                      enabled=config.progress, interval_s=config.progress_interval_s) as progress:
         for record in done.values():
             progress.add(record, resumed=True)
         # 2) generate the rest, each sample graded and appended the moment it completes
         if len(done) < len(wanted):
-            log.info("%s: %d of %d samples already written; generating %d",
-                     dataset.name, len(done), len(wanted), len(wanted) - len(done))
             start = time.monotonic()
             try:
                 for record in generate_and_append(config, dataset, path, done, backend=backend,
