@@ -466,6 +466,7 @@ class App:
         self.backend = backend
         self.engine = EngineLoop(backend, max_queue=config.max_queue)
         self.connections = threading.BoundedSemaphore(config.max_connections)
+        self.sandbox_pool = sandbox_pool()  # /v1/solve's code runs here (driver started on first use)
         self._rng = random.Random()  # seeds for requests without one
         self._rng_lock = threading.Lock()
         self.get_routes: dict[str, Callable[[], dict[str, Any]]] = {
@@ -573,7 +574,7 @@ class App:
         options = solve_options(body)
         started = time.monotonic()
         with self.engine.open_session(options["sampling"].n) as session:
-            solution = solve(options.pop("problem"), backend=session, **options)
+            solution = solve(options.pop("problem"), backend=session, sandbox_pool=self.sandbox_pool, **options)
         return {"object": "solution", "model": self.config.model_name, **solution.to_json(),
                 "duration_s": round(time.monotonic() - started, 3)}
 
@@ -756,4 +757,11 @@ def shutdown(server: Server) -> None:
     """Stop accepting, fail what is in flight, stop the engine thread, release the port."""
     server.shutdown()
     server.app.engine.stop()
+    server.app.sandbox_pool.close()
     server.server_close()
+
+
+def sandbox_pool():  # -> sandbox.SandboxPool
+    from sandbox import SandboxPool
+
+    return SandboxPool()
