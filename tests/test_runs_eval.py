@@ -302,3 +302,34 @@ def test_tir_run_records_sandbox_failures_and_continues(tmp_path, eval_argv):
     assert set(statuses) - {"ok", "error"}, statuses  # the killed program: crashed or blocked
     counters = json.loads(RunLayout(run).dataset_metrics("gsm8k").read_text())["counters"]
     assert counters["tool_calls"] == 9 and counters["exec_errors"] == 6
+
+
+# --- flags: the official script's spellings are aliases ----------------------------------
+@pytest.mark.parametrize(
+    "official, ours",
+    [
+        (["--data_names", "gsm8k,math500"], ["--datasets", "gsm8k,math500"]),
+        (["--datasets", "gsm8k", "--n_sampling", "8"], ["--datasets", "gsm8k", "-n", "8"]),
+        (["--datasets", "gsm8k", "--max_tokens_per_call", "99"], ["--datasets", "gsm8k", "--max-tokens", "99"]),
+        (["--datasets", "gsm8k", "--model_name_or_path", "m"], ["--datasets", "gsm8k", "--model", "m"]),
+        (["--datasets", "gsm8k", "--prompt_type", "tir"], ["--datasets", "gsm8k", "--mode", "tir"]),
+        (["--datasets", "gsm8k", "--output_dir", "r", "--data_dir", "d"],
+         ["--datasets", "gsm8k", "--output-dir", "r", "--data-dir", "d"]),
+    ],
+)
+def test_official_flag_spellings_build_the_same_config(official, ours):
+    from qwen_math.cli import build_parser
+    from qwen_math.commands.evaluate import config_from_args
+
+    parser = build_parser()
+    configs = [config_from_args(parser.parse_args(["eval", *argv])) for argv in (official, ours)]
+    assert configs[0] == configs[1]
+
+
+def test_default_run_dir_is_stable_so_the_same_command_resumes():
+    from qwen_math.cli import build_parser
+    from qwen_math.commands.evaluate import config_from_args
+
+    argv = ["eval", "--datasets", "gsm8k", "--model", "/models/Qwen2.5-Math-7B-Instruct/", "-n", "4"]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert str(config.output_dir) == "runs/Qwen2.5-Math-7B-Instruct-gsm8k-cot-n4-seed0"
