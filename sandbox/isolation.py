@@ -32,7 +32,7 @@ NOBODY = 65534
 # -- raw syscalls ------------------------------------------------------------------------------
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE = 1, 38, 4
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_CLONE_NEWNET, _CLONE_NEWUSER, _CLONE_NEWIPC, _CLONE_NEWUTS = 0x40000000, 0x10000000, 0x08000000, 0x04000000
 
 
 @functools.cache
@@ -158,7 +158,16 @@ DENIED_SYSCALLS = (
     "setdomainname", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "name_to_handle_at", "open_by_handle_at", "mknod", "mknodat", "vhangup", "lookup_dcookie",
     "fanotify_init", "inotify_init", "inotify_init1", "memfd_secret", "ioprio_set",
+    # real-time scheduling and locked memory (root would bypass the rlimits)
+    "sched_setscheduler", "sched_setattr", "sched_setparam", "mlock", "mlock2", "mlockall",
+    # System V / POSIX IPC objects outlive their creator
+    "shmget", "shmat", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd",
+    "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify",
+    "mq_getsetattr",
+    "modify_ldt", "move_pages", "migrate_pages",
 )
+# fcntl commands that make the kernel signal another process (SIGIO/SIGURG to an owner).
+DENIED_FCNTL = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
 
 
 def _seccomp_binding():
@@ -184,6 +193,8 @@ def build_seccomp_filter():
     filt.add_rule(deny, "prlimit64", pyseccomp.Arg(2, pyseccomp.NE, 0))
     # TIOCSTI pushes input into a terminal.
     filt.add_rule(deny, "ioctl", pyseccomp.Arg(1, pyseccomp.EQ, 0x5412))
+    for command in DENIED_FCNTL:
+        filt.add_rule(deny, "fcntl", pyseccomp.Arg(1, pyseccomp.EQ, command))
     return filt
 
 
@@ -395,7 +406,7 @@ def drop_uid(keep_read_search: bool = False) -> None:
 
 # -- namespaces: network, and mount for a size-capped work dir ----------------------------------
 _CLONE_NEWNS = 0x00020000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
 
 
 def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int,
@@ -411,7 +422,7 @@ def enter_namespaces(*, mount: bool) -> str:
 
     Root unshares directly; other users get a user namespace mapping only themselves.
     """
-    flags = _CLONE_NEWNET | (_CLONE_NEWNS if mount else 0)
+    flags = _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS | (_CLONE_NEWNS if mount else 0)
     if os.geteuid() == 0:
         unshare(flags)
     else:
@@ -423,7 +434,7 @@ def enter_namespaces(*, mount: bool) -> str:
     if mount:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)  # nothing propagates to the host
     user = "" if os.geteuid() == 0 and not flags & _CLONE_NEWUSER else "user + "
-    return f"new {user}network{' + mount' if mount else ''} namespace (no interfaces up)"
+    return f"new {user}network + IPC + UTS{' + mount' if mount else ''} namespaces (no interfaces up)"
 
 
 def mount_workdir_tmpfs(path: str, size_mb: int, inodes: int = 4096) -> str:
@@ -432,6 +443,13 @@ def mount_workdir_tmpfs(path: str, size_mb: int, inodes: int = 4096) -> str:
     _mount(b"tmpfs", path, b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, options)
     os.chdir(path)
     return f"private tmpfs, {size_mb} MiB, {inodes} inodes, nosuid/nodev/noexec"
+
+
+def hide_proc() -> str:
+    """Cover /proc with an empty read-only tmpfs: no other process's environ, cmdline or mem."""
+    _mount(b"tmpfs", "/proc", b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_RDONLY,
+           b"size=4k,nr_inodes=1,mode=0555")
+    return "/proc covered by an empty read-only tmpfs"
 
 
 def _probe_namespaces_child(scratch: str) -> int:

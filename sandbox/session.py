@@ -21,6 +21,7 @@ import json
 import math
 import os
 import select
+import signal
 import threading
 import time
 
@@ -276,7 +277,10 @@ def _death_result(outcome: str, death: dict, stdout: str, duration: float, cap: 
     sig = death.get("signal")
     if death.get("oom"):
         return ExecResult("memory_error", stdout, "MemoryError", duration, "cgroup")
-    if sig == 24:  # SIGXCPU: RLIMIT_CPU reached
+    if sig == signal.SIGSYS:  # a syscall outside the filter's architecture: killed by seccomp
+        return ExecResult("crashed", stdout, "the session was killed by the seccomp filter (SIGSYS)",
+                          duration, "seccomp")
+    if sig == signal.SIGXCPU:  # RLIMIT_CPU reached
         return ExecResult("timeout", stdout, "TimeoutError: CPU time limit exceeded", duration, "rlimits")
     reason = f"signal {sig}" if sig else f"exit status {death.get('exit')}"
     return ExecResult("crashed", stdout, f"the session process died ({reason})", duration)

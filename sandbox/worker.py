@@ -139,6 +139,10 @@ def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _La
     else:
         layers.skip("workdir_quota", "no private mount namespace: the work dir is on the host's disk")
     layers.apply("rlimits", lambda: isolation.apply_rlimits(plan.limits))
+    if layers.active("workdir_quota"):
+        layers.apply("proc_hidden", isolation.hide_proc)
+    else:
+        layers.skip("proc_hidden", "no private mount namespace")
     if probe.uid_drop[0]:
         os.chown(plan.workdir, isolation.NOBODY, isolation.NOBODY)
         layers.apply("uid_drop", lambda: isolation.drop_uid(probe.uid_drop[2]) or probe.uid_drop[1])
@@ -194,6 +198,8 @@ def os_layer(exc: BaseException, layers: _Layers) -> str | None:
         return "seccomp" if layers.active("seccomp") else None
     if not isinstance(exc, OSError):
         return None
+    if str(exc.filename or "").startswith("/proc/") and layers.active("proc_hidden"):
+        return "proc_hidden"
     for name in _ERRNO_LAYERS.get(exc.errno, ()):
         if layers.active(name):
             return name

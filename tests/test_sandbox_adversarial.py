@@ -169,6 +169,13 @@ ATTACKS = [
     pytest.param("import ctypes", {"blocked"}, id="ctypes-import"),
     pytest.param(raw("import ctypes\nctypes.CDLL(None).syscall(57)"), {"ok"}, id="ctypes-raw-fork"),
     pytest.param(raw("import ctypes\nctypes.CDLL(None).syscall(62, 1, 9)"), {"ok"}, id="ctypes-raw-kill"),
+    pytest.param(raw("import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 57)"), {"ok", "crashed"}, id="x32-abi-fork"),
+    # -- signals and kernel objects by side doors
+    pytest.param(raw("import fcntl, os\nfcntl.fcntl(1, fcntl.F_SETOWN, os.getppid())"), {"error"}, id="fcntl-setown"),
+    pytest.param(raw("import ctypes\nassert ctypes.CDLL(None).shmget(0, 2**28, 0o1600) < 0"), {"ok"}, id="sysv-shm"),
+    pytest.param(raw("import os\nos.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))\nwhile True: pass"),
+                 {"error"}, id="realtime-priority"),
+    pytest.param(raw("import socket\nsocket.sethostname('pwned')"), {"error"}, id="sethostname"),
 ]
 
 
