@@ -196,8 +196,10 @@ def main(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()  # forked sessions then never touch (and copy) the driver's objects
     try:
+        cgroup_dirs = sorted({probe.cgroups.memory, probe.cgroups.pids}) if probe.cgroups else []
         hello = {"hello": True, "pid": os.getpid(), "python": sys.executable,
-                 "uid": os.geteuid(), "host": probe.as_dict(), "workbase": workbase}
+                 "uid": os.geteuid(), "host": probe.as_dict(), "workbase": workbase,
+                 "cgroups": cgroup_dirs}
         sock.send(json.dumps(hello).encode())
         serve(state)
     finally:
@@ -288,3 +290,18 @@ class Driver:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        if self._proc.returncode != 0:
+            self.clean_up_after_death()
+
+    def clean_up_after_death(self) -> None:
+        """A killed driver cannot remove its work dirs and cgroups; its user does (its
+        sessions are gone: each holds a parent-death SIGKILL)."""
+        hello = self.hello if isinstance(getattr(self, "hello", None), dict) else {}
+        if hello.get("workbase"):
+            remove_tree(hello["workbase"])
+        for base in hello.get("cgroups", []):
+            for child in Path(base).glob("s*"):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+            with contextlib.suppress(OSError):
+                os.rmdir(base)

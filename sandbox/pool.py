@@ -16,6 +16,7 @@ the process exits.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -68,6 +69,18 @@ class SandboxPool:
                     self._driver.close()
                 self._driver = Driver(python=self._python)
             return self._driver
+
+    def end_session(self, sid: int) -> dict:
+        """Kill and reap a session on the current driver; {} when that driver is gone (its
+        sessions died with it: they hold a parent-death signal)."""
+        with self._lock:
+            driver = self._driver
+        if driver is None or not driver.alive():
+            return {}
+        try:
+            return driver.kill(sid)
+        except SandboxUnavailable:
+            return {}
 
     def check_layers(self, layers: dict) -> None:
         missing = [name for name in MIN_LAYERS if not layers.get(name, {}).get("active")]
@@ -127,8 +140,10 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_pool() -> SandboxPool:
-    """The process-wide default pool (strict, default limits), created on first use."""
+    """The process-wide default pool (strict, default limits), created on first use and
+    closed at interpreter exit (its driver would exit anyway when this process does)."""
     with _DEFAULT_LOCK:
         if not _DEFAULT or _DEFAULT[0]._closed:
             _DEFAULT[:] = [SandboxPool()]
+            atexit.register(_DEFAULT[0].close)
         return _DEFAULT[0]

@@ -191,10 +191,7 @@ class Session:
             spawned.ctrl.close()
         with contextlib.suppress(OSError):
             os.close(spawned.out_fd)
-        try:
-            return self._pool.driver().kill(spawned.sid)
-        except SandboxUnavailable:
-            return {}
+        return self._pool.end_session(spawned.sid)
 
     # -- cells -------------------------------------------------------------------------------
     def run(self, code: str) -> ExecResult:
@@ -212,6 +209,8 @@ class Session:
         if not isinstance(code, str):
             raise TypeError(f"code must be str, got {type(code).__name__}")
         with self._lock:
+            if self._spawned is not None and not self._idle_process_intact():
+                self._end_process()
             if self._spawned is None:
                 self._ensure_process()
                 self._replay()
@@ -219,6 +218,13 @@ class Session:
             if result.status == "ok":
                 self._history.append(code)
             return result
+
+    def _idle_process_intact(self) -> bool:
+        """Between cells a live session sends nothing: EOF (it died, e.g. with its driver) or
+        stray bytes (a hostile cell wrote to the control socket) both mean: start over."""
+        poller = select.poll()
+        poller.register(self._spawned.ctrl.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def _replay(self) -> None:
         for cell in self._history:

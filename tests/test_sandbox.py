@@ -7,6 +7,8 @@ test_sandbox_compat.py.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -177,6 +179,15 @@ def test_dead_session_is_rebuilt_with_replayed_state(pool, killer, status):
         assert session.run(killer).status == status
         result = session.run("print(v + 1)")
         assert session.pid != first_pid
+    assert (result.status, result.stdout) == ("ok", "42\n")
+
+
+def test_session_survives_its_driver_dying():
+    with SandboxPool() as own, own.session() as session:
+        session.run("v = 41")
+        os.kill(own.driver().pid, signal.SIGKILL)
+        time.sleep(0.2)
+        result = session.run("print(v + 1)")
     assert (result.status, result.stdout) == ("ok", "42\n")
 
 
