@@ -10,13 +10,15 @@ a server that refuses id prompts (a 400) gets text from then on. A server withou
 (CoT); a TIR continuation cannot be expressed as chat messages and is refused clearly.
 
 Every sampling parameter is sent explicitly, ``top_k``/``repetition_penalty``/``min_p`` in the
-extra body (vLLM serve otherwise applies the checkpoint's ``generation_config.json``: top_k 20,
-repetition_penalty 1.05 for Qwen2.5-Math-Instruct). One request is one sample with its own
+extra body: an unset field takes the server's default, and vLLM serve's defaults come from the
+checkpoint's ``generation_config.json`` (sampling settings and a repetition penalty in the Qwen2.5
+Instruct releases), never what this run asked for. One request is one sample with its own
 ``seed``. ``max_tokens`` is lowered to what fits after the prompt (vLLM rejects more).
 
-Transport: the standard library (``urllib``), one worker thread per request in flight, at most
-``max_concurrency``; each attempt has a timeout; 429, 5xx, connection errors and timeouts are
-retried with exponential backoff and jitter (``Retry-After`` honoured), other 4xx never. The
+Transport: the standard library (``urllib``; no ``openai`` package needed), one worker thread per
+request in flight, at most
+``max_concurrency``; each attempt has a timeout; 429, 5xx, connection errors and timeouts
+are retried with exponential backoff and jitter (``Retry-After`` honoured), other 4xx never. The
 API key is read from the environment variable ``api_key_env`` (``OPENAI_API_KEY``), sent only
 in the ``Authorization`` header, never logged or shown in a message.
 
