@@ -15,11 +15,10 @@ checkpoint's ``generation_config.json`` (sampling settings and a repetition pena
 Instruct releases), never what this run asked for. One request is one sample with its own
 ``seed``. ``max_tokens`` is lowered to what fits after the prompt (vLLM rejects more).
 
-Transport: the standard library (``urllib``; no ``openai`` package needed), one worker thread per
-request in flight, at most
-``max_concurrency``; each attempt has a timeout; 429, 5xx, connection errors and timeouts
-are retried with exponential backoff and jitter (``Retry-After`` honoured), other 4xx never. The
-API key is read from the environment variable ``api_key_env`` (``OPENAI_API_KEY``), sent only
+Transport: the standard library (``urllib``; no ``openai`` package needed), one worker thread
+per request in flight, at most ``max_concurrency``; each attempt has a timeout; 429, 5xx,
+connection errors and timeouts are retried with exponential backoff and jitter (``Retry-After``
+honoured), other 4xx never. The API key is read from the environment variable ``api_key_env`` (``OPENAI_API_KEY``), sent only
 in the ``Authorization`` header, never logged or shown in a message.
 
 ``finish_reason`` ``stop`` is told apart from ``eos`` by vLLM's ``stop_reason`` (SGLang:
