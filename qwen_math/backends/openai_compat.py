@@ -18,8 +18,9 @@ Instruct releases), never what this run asked for. One request is one sample wit
 Transport: the standard library (``urllib``; no ``openai`` package needed), one worker thread
 per request in flight, at most ``max_concurrency``; each attempt has a timeout; 429, 5xx,
 connection errors and timeouts are retried with exponential backoff and jitter (``Retry-After``
-honoured), other 4xx never. The API key is read from the environment variable ``api_key_env`` (``OPENAI_API_KEY``), sent only
-in the ``Authorization`` header, never logged or shown in a message.
+honoured), other 4xx never. The API key is read from the environment variable ``api_key_env``
+(``OPENAI_API_KEY``), sent only in the ``Authorization`` header, never logged or shown in a
+message.
 
 ``finish_reason`` ``stop`` is told apart from ``eos`` by vLLM's ``stop_reason`` (SGLang:
 ``matched_stop``): a string is the stop string that matched; a token id or null is the end of
