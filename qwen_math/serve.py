@@ -154,21 +154,23 @@ class EngineLoop:
 
     # --- runs on the engine thread ---
     def _run(self) -> None:
+        try:
+            self._serve_requests()
+        except Exception as exc:  # every waiting request must hear of it
+            self._fail_all(f"{type(exc).__name__}: {exc}")
+            log.exception("the engine failed; answering 503 from now on")
+        finally:
+            self._fail_all(self._failure or "the server is shutting down")
+
+    def _serve_requests(self) -> None:
         while True:
             # 1) take new requests: block while the backend is idle, else only drain the inbox
             if not self._take_requests(block=not self.backend.has_unfinished()):
-                break
+                return
             # 2) advance the backend one step and hand each finished completion to its session
             if self.backend.has_unfinished():
-                try:
-                    finished = self.backend.step()
-                except Exception as exc:  # every waiting request must hear of it
-                    self._fail_all(f"{type(exc).__name__}: {exc}")
-                    log.exception("the backend failed; answering 503 from now on")
-                    break
-                for completion in finished:
+                for completion in self.backend.step():
                     self._deliver(completion)
-        self._fail_all(self._failure or "the server is shutting down")
 
     def _take_requests(self, *, block: bool) -> bool:
         """Move waiting requests into the backend; False when asked to stop."""
