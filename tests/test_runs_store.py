@@ -170,3 +170,21 @@ def test_format_eta(seconds, text):
 @pytest.mark.parametrize("name, safe", [("gsm8k", "gsm8k"), ("../data/my set.jsonl", "data_my_set.jsonl")])
 def test_dataset_dir_name(name, safe):
     assert dataset_dir_name(name) == safe
+
+
+# --- one writer per run directory ---------------------------------------------------------
+def test_a_second_writer_is_refused_and_a_dead_one_leaves_no_stale_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from qwen_math.runs.store import run_lock
+
+    with run_lock(tmp_path / "run"), pytest.raises(UsageError, match="another `qwen-math eval`"):
+        with run_lock(tmp_path / "run"):
+            pass
+    # a holder killed with SIGKILL: the kernel releases its lock
+    code = (f"import os; from qwen_math.runs.store import run_lock\n"
+            f"with run_lock({str(tmp_path / 'run')!r}): os.kill(os.getpid(), 9)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == -9
+    with run_lock(tmp_path / "run"):
+        pass

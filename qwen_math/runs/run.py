@@ -3,8 +3,9 @@
 ``evaluate(config)`` is the library behind ``qwen-math eval``:
 
 1. load each benchmark; rows without gold are reported and excluded;
-2. open the run directory: a new one, the same run resumed (its fingerprint must match,
-   else ``ResumeRefused``), ``--extend-n`` (only ``n`` may grow), or ``--overwrite``;
+2. lock the run directory (one writer at a time) and open it: a new one, the same run
+   resumed (its fingerprint must match, else ``ResumeRefused``), ``--extend-n`` (only ``n``
+   may grow), or ``--overwrite``; a folder holding other files is never written into;
 3. per dataset: cut a torn last line, read the samples already written, and generate only
    the missing ``(problem, sample)`` pairs; each sample is graded and appended to
    ``samples.jsonl`` the moment it completes (one ``os.write`` per line, fsync at most once a
@@ -44,7 +45,7 @@ from qwen_math.runs.manifest import (
     tree_checksum,
 )
 from qwen_math.runs.progress import RunProgress
-from qwen_math.runs.store import RunLayout, load_samples
+from qwen_math.runs.store import RunLayout, load_samples, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -206,16 +207,21 @@ def open_run(config: EvalConfig, fingerprint: Fingerprint, datasets: Sequence[Lo
     if previous is None:
         if config.extend_n is not None:
             raise UsageError(f"--extend-n needs an existing run in {layout.root}; found none")
-        if layout.root.exists() and any(layout.root.iterdir()) and not config.overwrite:
-            raise UsageError(
-                f"{layout.root} exists and is not a run directory (no manifest.json); choose an "
-                "empty or new --output-dir, or pass --overwrite"
-            )
         layout.root.mkdir(parents=True, exist_ok=True)
         return layout, None
     check_resumable(Fingerprint.from_json(previous["fingerprint"]), fingerprint,
                     run_dir=layout.root, extending=config.extend_n is not None)
     return layout, previous
+
+
+def refuse_foreign_folder(config: EvalConfig) -> None:
+    """A folder with files but no manifest is someone else's: not even a lock file goes in."""
+    layout = RunLayout(Path(config.output_dir))
+    if layout.holds_foreign_files() and not config.overwrite:
+        raise UsageError(
+            f"{layout.root} exists and is not a run directory (no manifest.json); choose an "
+            "empty or new --output-dir, or pass --overwrite"
+        )
 
 
 def resolve_extend_n(config: EvalConfig) -> EvalConfig:
@@ -302,6 +308,15 @@ def evaluate(
     datasets = load_datasets(config)
     prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.prompt_style)
     fingerprint = Fingerprint(fingerprint_fields(config, datasets, prompt_sha256))
+    refuse_foreign_folder(config)
+    with run_lock(Path(config.output_dir)):
+        return run_locked(config, datasets, fingerprint, prompt_sha256,
+                          backend=backend, sandbox_pool=sandbox_pool, grader=grader)
+
+
+def run_locked(config: EvalConfig, datasets: Sequence[LoadedDataset], fingerprint: Fingerprint,
+               prompt_sha256: str, *, backend: Any, sandbox_pool: Any, grader: Any) -> RunResult:
+    """``evaluate`` once this process holds the run directory's lock."""
     layout, previous = open_run(config, fingerprint, datasets)
     with _resources(config, backend, sandbox_pool, grader) as (backend, sandbox_pool, grader):
         manifest = build_manifest(

@@ -8,6 +8,7 @@ Layout of ``--output-dir DIR`` (the run directory itself)::
     DIR/<dataset>/problems.jsonl   the official view: idx, question, gt, code[], pred[], score[]
     DIR/<dataset>/metrics.json     acc, maj@k, pass@k, intervals, breakdowns, run counters
     DIR/report/                    report.html and the PNG plots (``qwen-math report --html``)
+    DIR/.lock                      held (flock) while a run writes: one writer per run
 
 ``load_samples`` reads a ``samples.jsonl`` back into ``SampleRecord`` objects keyed by
 ``(idx, sample)``; a torn last line (an interrupted write) is dropped, a malformed line in the
@@ -18,9 +19,13 @@ What it deliberately does not do: generate, grade or compute metrics.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +40,7 @@ SAMPLES_NAME = "samples.jsonl"
 PROBLEMS_NAME = "problems.jsonl"
 METRICS_NAME = "metrics.json"
 REPORT_DIR = "report"
+LOCK_NAME = ".lock"
 
 
 def dataset_dir_name(dataset: str) -> str:
@@ -76,6 +82,11 @@ class RunLayout:
     def is_run(self) -> bool:
         return self.manifest.is_file()
 
+    def holds_foreign_files(self) -> bool:
+        """Whether the folder has files although it is not a run (never overwritten blindly)."""
+        return self.root.is_dir() and not self.is_run() and any(
+            p.name != LOCK_NAME for p in self.root.iterdir())
+
     def discard(self, datasets: list[str]) -> None:
         """Remove this run's own files (``--overwrite``); other files in the folder stay."""
         for name in datasets:
@@ -83,6 +94,28 @@ class RunLayout:
         shutil.rmtree(self.report_dir, ignore_errors=True)
         for path in (self.metrics, self.manifest):
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold ``DIR/.lock`` (``flock``) while a run writes; a second writer is refused.
+
+    The kernel drops the lock when the holder exits in any way (SIGKILL included), so a
+    crashed run never leaves a stale lock behind.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{root} is being written by another `qwen-math eval` process; wait for "
+                         "it to finish or choose another --output-dir") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_samples(path: Path, *, repair: bool = False) -> dict[tuple[int, int], SampleRecord]:
