@@ -168,7 +168,7 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     named = {line.split(":", 1)[0] for line in found}
     other = Fingerprint(flatten("config", a.get("config", {}))).differences(
         Fingerprint(flatten("config", b.get("config", {}))))
-    return found + [line for line in other if line.split(":", 1)[0] not in named]
+    return found + [line for line in other if line.split(":", 1)[0].removeprefix("config.") not in named]
 
 
 def format_comparison(comparison: Comparison) -> str:
