@@ -427,6 +427,7 @@ def enter_namespaces(*, mount: bool) -> str:
         unshare(flags)
     else:
         uid, gid = os.geteuid(), os.getegid()
+        prctl(_PR_SET_DUMPABLE, 1)  # the driver is not dumpable: /proc/self/uid_map would be root's
         unshare(_CLONE_NEWUSER | flags)
         Path("/proc/self/setgroups").write_text("deny")
         Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
