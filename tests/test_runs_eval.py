@@ -302,6 +302,8 @@ def test_tir_run_records_sandbox_failures_and_continues(tmp_path, eval_argv):
     assert set(statuses) - {"ok", "error"}, statuses  # the killed program: crashed or blocked
     counters = json.loads(RunLayout(run).dataset_metrics("gsm8k").read_text())["counters"]
     assert counters["tool_calls"] == 9 and counters["exec_errors"] == 6
+    sandbox = json.loads(RunLayout(run).manifest.read_text())["sandbox"]
+    assert sandbox["minimum_met"] and {"process", "seccomp"} <= set(sandbox["active"])
 
 
 # --- flags: the official script's spellings are aliases ----------------------------------

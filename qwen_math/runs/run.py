@@ -325,6 +325,8 @@ def run_locked(config: EvalConfig, datasets: Sequence[LoadedDataset], fingerprin
             prompt={"sha256": prompt_sha256, "mode": config.mode}, previous=previous,
             command=config.command,
         )
+        if sandbox_pool is not None:
+            manifest["sandbox"] = sandbox_layers(sandbox_pool)
         write_json_atomic(layout.manifest, manifest)
         results = []
         for dataset in datasets:
@@ -380,6 +382,22 @@ def make_sandbox_pool(config: EvalConfig) -> Any:
     import sandbox
 
     return sandbox.SandboxPool()
+
+
+def sandbox_layers(pool: Any) -> dict[str, Any]:
+    """Which isolation layers the run's sandbox sessions get (active flags only: the layer
+    details name pids and temporary folders, and their costs are timings)."""
+    from sandbox.diagnose import doctor
+
+    try:
+        report = doctor(pool).as_dict()
+    except Exception as exc:  # noqa: BLE001 - the manifest says so; the run itself checks strictness
+        log.warning("could not list the sandbox layers: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    layers = report.get("layers", {})
+    return {"minimum_met": report.get("minimum_met"),
+            "active": sorted(name for name, layer in layers.items() if layer.get("active")),
+            "inactive": sorted(name for name, layer in layers.items() if not layer.get("active"))}
 
 
 def make_grader(config: EvalConfig) -> Any:
