@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -52,18 +53,18 @@ class ProgressState:
             del self.answers[key]
 
 
-def plain_majority_correct(votes: list[tuple[str | None, bool]]) -> bool:
-    """Whether the most frequent (string-equal) answer is correct; for display only.
+def plain_majority_correct(votes: Sequence[tuple[str | None, bool]]) -> bool:
+    """Whether the most frequent answer *string* is correct (first seen wins a tie).
 
-    The reported maj@k (``metrics.json``) groups *equivalent* answers; the live line uses
-    string equality so it costs nothing per sample.
+    For display and for rows of the official format, which carry no vote of their own; the
+    reported maj@k (``metrics.json``) groups *equivalent* answers (``eval.metrics``).
     """
-    counts = Counter(answer for answer, _ in votes if answer is not None)
+    counts = Counter(str(answer) for answer, _ in votes if answer is not None)
     if not counts:
         return False
     best = max(counts.values())
-    winner = next(answer for answer, _ in votes if answer is not None and counts[answer] == best)
-    return any(ok for answer, ok in votes if answer == winner)
+    winner = next(str(a) for a, _ in votes if a is not None and counts[str(a)] == best)
+    return any(ok for answer, ok in votes if answer is not None and str(answer) == winner)
 
 
 class RunProgress:

@@ -22,6 +22,7 @@ from typing import Any
 
 from qwen_math.record import SampleRecord
 from qwen_math.runs.jsonl import write_json_atomic, write_jsonl_atomic
+from qwen_math.runs.progress import plain_majority_correct
 from qwen_math.runs.store import RunLayout
 
 #: sandbox statuses counted as execution errors (``timeout`` is also counted on its own).
@@ -73,13 +74,7 @@ def majority_correct(row: Mapping[str, Any]) -> bool:
     """
     if "maj_score" in row:
         return bool(row["maj_score"])
-    preds, scores = row.get("pred") or [], row.get("score") or []
-    counts = Counter(str(p) for p in preds if p is not None)
-    if not counts:
-        return False
-    best = max(counts.values())
-    winner = next(str(p) for p in preds if p is not None and counts[str(p)] == best)
-    return any(bool(ok) for p, ok in zip(preds, scores, strict=False) if str(p) == winner)
+    return plain_majority_correct(list(zip(row.get("pred") or [], map(bool, row.get("score") or []), strict=False)))
 
 
 def run_counters(records: Sequence[SampleRecord]) -> dict[str, int]:
