@@ -244,6 +244,9 @@ def test_grader_crash_is_recorded_on_the_sample_and_the_run_continues(tmp_path, 
     [
         # unknown benchmark
         (lambda a: [x if x != "gsm8k" else "no_such_benchmark" for x in a], ExitCode.USAGE, "no_such_benchmark"),
+        # a --data-dir that does not exist (no silent fallback to the hub)
+        (lambda a: [x if not x.endswith("benchmarks") else "/nonexistent/dir" for x in a], ExitCode.USAGE,
+         "--data-dir /nonexistent/dir: no such folder"),
         # --extend-n needs a run
         (lambda a: [*a, "--extend-n", "4"], ExitCode.USAGE, "--extend-n needs an existing run"),
         # bad values

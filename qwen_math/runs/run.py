@@ -119,6 +119,8 @@ class LoadedDataset:
 def load_datasets(config: EvalConfig) -> list[LoadedDataset]:
     from eval.datasets import load_benchmark
 
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        raise UsageError(f"--data-dir {config.data_dir}: no such folder")
     loaded = []
     for name in config.datasets:
         problems = load_benchmark(name, split=config.split, limit=config.limit, data_dir=config.data_dir)
