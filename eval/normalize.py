@@ -103,8 +103,6 @@ LITERAL_REWRITES: tuple[tuple[str, str], ...] = (
     ("\\quad", " "),
     ("\\qquad", " "),
     ("~", " "),
-    ("\\le ", "\\leq "),
-    ("\\ge ", "\\geq "),
     ("\\leqslant", "\\leq"),
     ("\\geqslant", "\\geq"),
     ("\\neq", "\\ne"),
@@ -156,7 +154,8 @@ UNIT_WORDS = (
 )
 UNIT_PATTERN = re.compile(
     r"(?<=[\d}\s.)])\s*(?:\\(?:text|mbox|textnormal|mathrm)\s*\{\s*)?(?:"
-    + "|".join(re.escape(u).replace(r"\ ", r"\s+") for u in sorted(UNIT_WORDS, key=len, reverse=True))
+    + "|".join(re.escape(u).replace(r"\ ", r"\s+") for u in sorted(UNIT_WORDS, key=len, reverse=True)
+               if len(u) > 1)  # single letters (m, s, g) only with a space: see strip_unit_suffix
     + r")\.?\s*\}?(?:\s*\^\s*\{?[23]\}?)?\s*$",
     re.I,
 )
@@ -203,6 +202,7 @@ def apply_rewrites(text: str) -> str:
     for old, new in LITERAL_REWRITES:
         text = text.replace(old, new)
     text = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", text)
+    text = re.sub(r"\\(le|ge)(?![a-zA-Z])", r"\\\1q", text)
     text = ESCAPED_COMMAND.sub(r"\\", text)
     text = re.sub(r"(?<!\\)\\(?:[,;: ]|hspace\s*\{[^}]*\}|phantom\s*\{[^}]*\})", " ", text)
     text = re.sub(r"\\(?:big|Big|bigg|Bigg)(?![a-zA-Z])", "", text)
@@ -235,7 +235,7 @@ def split_decorations(text: str) -> Normalized:
             stripped, n = TEXT_UNIT.subn("", text)
             if n == 0:
                 stripped, n = UNIT_PATTERN.subn("", text)
-            if n and stripped.strip():
+            if n and stripped.strip() and not stripped.rstrip().endswith(("/", "\\cdot", "*", "-")):
                 unit, text = True, stripped.strip()
     return Normalized(text, percent=percent, degree=degree, currency=currency, unit=unit)
 
@@ -250,8 +250,33 @@ def normalize_answer(text: str) -> Normalized:
     body = unwrap_command(decorated.text, FORMATTING_COMMANDS)
     body = re.sub(r"\s+", " ", body).strip()
     body = strip_delimiters(body)
+    body, compound_unit = strip_unit_suffix(body)
     body = remove_thousands_separators(body)
-    return Normalized(body, decorated.percent, decorated.degree, decorated.currency, decorated.unit)
+    return Normalized(body, decorated.percent, decorated.degree, decorated.currency,
+                      decorated.unit or compound_unit)
+
+
+UNIT_SET = frozenset(u for u in UNIT_WORDS if " " not in u and "/" not in u and "^" not in u)
+UNIT_TOKEN = re.compile(r"(?:\s*(?:/|\\cdot|·|\*|-)?\s*([A-Za-z]+)(?:\s*\^\s*\{?-?\d\}?)?)\s*$")
+
+
+def strip_unit_suffix(text: str) -> tuple[str, bool]:
+    """Strip a compound unit such as ``m / s`` or ``lb-sec/ft`` after a number (every word
+    must be a known unit; ``m/s`` alone is not stripped: there must be a number before it)."""
+    end = len(text)
+    while True:
+        match = UNIT_TOKEN.search(text, 0, end)
+        if match is None or match.group(1).lower() not in UNIT_SET:
+            break
+        if len(match.group(1)) == 1 and not match.group(0)[:1].isspace():
+            break  # "5m" may be 5 times m; "5 m" is five metres
+        end = match.start()
+    if end == len(text):
+        return text, False
+    head = text[:end].rstrip()
+    if not head or not re.search(r"[\d)}.]$", head) or head.endswith("^"):
+        return text, False
+    return head, True
 
 
 def canonical_text(text: str) -> str:
