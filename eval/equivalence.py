@@ -252,7 +252,9 @@ LATEX_WORDS = {"sqrt", "frac", "sin", "cos", "tan", "log", "ln", "exp", "pi", "i
 
 def parse_number(text: str, *, percent: bool = False) -> Number | None:
     """A plain number: integer, decimal, fraction, mixed number, scientific notation."""
-    text = text.strip().replace(" ", "") if len(text) < 60 else text.strip()
+    text = text.strip()
+    if len(text) < 60:
+        text = re.sub(r"(?<!\d) +| +(?!\d)", "", text)  # "- 5" -> "-5"; "1 2" stays two numbers
     if text.startswith("+"):
         text = text[1:]
     if DECIMAL.fullmatch(text):

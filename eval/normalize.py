@@ -268,7 +268,7 @@ def strip_unit_suffix(text: str) -> tuple[str, bool]:
         match = UNIT_TOKEN.search(text, 0, end)
         if match is None or match.group(1).lower() not in UNIT_SET:
             break
-        if len(match.group(1)) == 1 and not match.group(0)[:1].isspace():
+        if len(match.group(1)) == 1 and not re.match(r"\s|\s*(?:/|\\cdot|·|\*|-)", match.group(0)):
             break  # "5m" may be 5 times m; "5 m" is five metres
         end = match.start()
     if end == len(text):
@@ -281,6 +281,7 @@ def strip_unit_suffix(text: str) -> tuple[str, bool]:
 
 def canonical_text(text: str) -> str:
     """A spacing/case-insensitive key for text answers and cheap string equality."""
+    text = re.sub(r"(?<=\d)\s+(?=\d)", "_", text)  # "1 2" is two numbers, not 12
     text = re.sub(r"\s+", "", text).lower()
     text = text.replace("{", "").replace("}", "")
     return text.strip(".")
