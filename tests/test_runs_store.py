@@ -174,17 +174,25 @@ def test_dataset_dir_name(name, safe):
 
 # --- one writer per run directory ---------------------------------------------------------
 def test_a_second_writer_is_refused_and_a_dead_one_leaves_no_stale_lock(tmp_path):
+    import signal
     import subprocess
     import sys
 
     from qwen_math.runs.store import run_lock
 
-    with run_lock(tmp_path / "run"), pytest.raises(UsageError, match="another `qwen-math eval`"):
-        with run_lock(tmp_path / "run"):
+    # the holder forks a child (as the grader pool does), then waits to be killed
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time; from qwen_math.runs.store import run_lock\n"
+        f"with run_lock({str(tmp_path / 'run')!r}):\n"
+        "    if os.fork() == 0: time.sleep(5); os._exit(0)\n"
+        "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UsageError, match="another `qwen-math eval`"), run_lock(tmp_path / "run"):
             pass
-    # a holder killed with SIGKILL: the kernel releases its lock
-    code = (f"import os; from qwen_math.runs.store import run_lock\n"
-            f"with run_lock({str(tmp_path / 'run')!r}): os.kill(os.getpid(), 9)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == -9
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # SIGKILLed: the kernel dropped its lock although its child still runs
     with run_lock(tmp_path / "run"):
         pass

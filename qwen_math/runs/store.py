@@ -8,7 +8,7 @@ Layout of ``--output-dir DIR`` (the run directory itself)::
     DIR/<dataset>/problems.jsonl   the official view: idx, question, gt, code[], pred[], score[]
     DIR/<dataset>/metrics.json     acc, maj@k, pass@k, intervals, breakdowns, run counters
     DIR/report/                    report.html and the PNG plots (``qwen-math report --html``)
-    DIR/.lock                      held (flock) while a run writes: one writer per run
+    DIR/.lock                      locked (lockf) while a run writes: one writer per run
 
 ``load_samples`` reads a ``samples.jsonl`` back into ``SampleRecord`` objects keyed by
 ``(idx, sample)``; a torn last line (an interrupted write) is dropped, a malformed line in the
@@ -19,6 +19,7 @@ What it deliberately does not do: generate, grade or compute metrics.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -98,18 +99,21 @@ class RunLayout:
 
 @contextmanager
 def run_lock(root: Path) -> Iterator[None]:
-    """Hold ``DIR/.lock`` (``flock``) while a run writes; a second writer is refused.
+    """Hold ``DIR/.lock`` while a run writes; a second writer is refused.
 
-    The kernel drops the lock when the holder exits in any way (SIGKILL included), so a
-    crashed run never leaves a stale lock behind.
+    A POSIX record lock (``lockf``): it belongs to this process only, so the grader and
+    sandbox processes it forks do not inherit it, and the kernel drops it when the process
+    exits in any way (SIGKILL included): a killed run never leaves a stale lock behind.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
         os.close(fd)
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
         raise UsageError(f"{root} is being written by another `qwen-math eval` process; wait for "
                          "it to finish or choose another --output-dir") from None
     try:
