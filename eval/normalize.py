@@ -257,7 +257,7 @@ def normalize_answer(text: str) -> Normalized:
 
 
 UNIT_SET = frozenset(u for u in UNIT_WORDS if " " not in u and "/" not in u and "^" not in u)
-UNIT_TOKEN = re.compile(r"(?:\s*(?:/|\\cdot|·|\*|-)?\s*([A-Za-z]+)(?:\s*\^\s*\{?-?\d\}?)?)\s*$")
+UNIT_TOKEN = re.compile(r"(?:\s*(?:/|\\cdot|·|\*|-)?\s*([A-Za-z]+)(?:\s*\^\s*\{?-?[1-3]\}?)?)\s*$")
 
 
 def strip_unit_suffix(text: str) -> tuple[str, bool]:
@@ -266,7 +266,8 @@ def strip_unit_suffix(text: str) -> tuple[str, bool]:
     end = len(text)
     while True:
         match = UNIT_TOKEN.search(text, 0, end)
-        if match is None or match.group(1).lower() not in UNIT_SET:
+        word = match.group(1) if match else ""
+        if match is None or (word if len(word) == 1 else word.lower()) not in UNIT_SET:
             break
         if len(match.group(1)) == 1 and not re.match(r"\s|\s*(?:/|\\cdot|·|\*|-)", match.group(0)):
             break  # "5m" may be 5 times m; "5 m" is five metres
