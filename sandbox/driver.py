@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -39,11 +40,14 @@ PREIMPORTED = (
     "typing", "json", "copy", "abc", "array", "numbers", "enum", "dataclasses", "calendar",
     "textwrap", "pprint", "unicodedata", "mpmath", "numpy", "sympy",
 )
+# Not scipy: it would add ~4 ms of fork and exit cost to every session; a cell that needs it
+# (or lambdify's default namespace) imports it lazily.
 DRIVER_ENV = {
     "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
 }
 _MAX_MESSAGE = 1 << 16
+_REAP_POLL_S = 0.005
 _WARM_UP = """
 from sympy import *
 x, y, k = symbols('x y k')
@@ -55,6 +59,7 @@ diff(sin(x) * exp(x), x); limit(sin(x) / x, x, 0); N(pi, 20); binomial(10, 3); i
 sympify('2*x + 1'); latex(x**2 / 2); series(exp(x), x, 0, 4); gcd(12, 18); nextprime(100)
 import numpy as np
 np.array([1, 2, 3]).sum(); np.linalg.solve(np.eye(2), np.ones(2)); str(np.float64(1.5))
+lambdify(x, sin(x) + x**2, "math")(1.0)
 """
 
 
@@ -87,6 +92,7 @@ class _DriverState:
     seccomp_program: object
     workbase: str
     sessions: set[int] = dataclasses.field(default_factory=set)
+    dying: set[int] = dataclasses.field(default_factory=set)
 
 
 def _spawn(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
@@ -110,29 +116,58 @@ def _spawn(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
         raise
 
 
-def _reap(state: _DriverState, sid: int) -> dict:
+def _signal_session(state: _DriverState, sid: int) -> None:
+    """SIGKILL the session's process group and anything left in its cgroup."""
     from sandbox import isolation
 
-    probe = state.probe
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(sid, signal.SIGKILL)
-    if probe.cgroups is not None:
-        isolation.kill_session_cgroup(probe.cgroups, sid)
+    if state.probe.cgroups is not None:
+        isolation.kill_session_cgroup(state.probe.cgroups, sid)
+
+
+def _clean_up(state: _DriverState, sid: int) -> bool:
+    """Remove a reaped session's cgroup and work dir; True when its cgroup saw an OOM."""
+    from sandbox import isolation
+
+    cgroups = state.probe.cgroups
+    oom = cgroups is not None and isolation.session_hit_memory_limit(cgroups, sid)
+    if cgroups is not None:
+        isolation.remove_session_cgroup(cgroups, sid)
+    remove_tree(f"{state.workbase}/w{sid}")
+    return oom
+
+
+def _reap(state: _DriverState, sid: int) -> dict:
+    _signal_session(state, sid)
     _, status = os.waitpid(sid, 0)
     state.sessions.discard(sid)
-    oom = probe.cgroups is not None and isolation.session_hit_memory_limit(probe.cgroups, sid)
-    if probe.cgroups is not None:
-        isolation.remove_session_cgroup(probe.cgroups, sid)
-    remove_tree(f"{state.workbase}/w{sid}")
+    oom = _clean_up(state, sid)
     return {"ok": True, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, "oom": oom}
 
 
+def reap_dying(state: _DriverState) -> None:
+    """Finish sessions killed without waiting: reap the exited ones and clean up after them."""
+    for sid in list(state.dying):
+        pid, _ = os.waitpid(sid, os.WNOHANG)
+        if pid:
+            state.dying.discard(sid)
+            _clean_up(state, sid)
+
+
 def _kill(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
+    """End a session. With `wait` (a session that died or timed out) reply with how it ended;
+    without (a plain close) reply at once and reap it while idle."""
     sid = int(request["sid"])
     if sid not in state.sessions:
         return {"ok": False, "error": f"unknown session {sid}"}, []
-    return _reap(state, sid), []
+    if request.get("wait", True):
+        return _reap(state, sid), []
+    _signal_session(state, sid)
+    state.sessions.discard(sid)
+    state.dying.add(sid)
+    return {"ok": True}, []
 
 
 HANDLERS = {"spawn": _spawn, "kill": _kill}
@@ -153,6 +188,11 @@ def remove_tree(path: str) -> None:
 
 def serve(state: _DriverState) -> None:
     while True:
+        if state.dying:
+            reap_dying(state)
+        idle_wait = _REAP_POLL_S if state.dying else None
+        if not select.select([state.sock], [], [], idle_wait)[0]:
+            continue
         message = state.sock.recv(_MAX_MESSAGE)
         if not message:
             return
@@ -169,7 +209,8 @@ def serve(state: _DriverState) -> None:
 def shutdown(state: _DriverState) -> None:
     from sandbox import isolation
 
-    for sid in list(state.sessions):
+    for sid in list(state.sessions) + list(state.dying):
+        state.sessions.add(sid)
         with contextlib.suppress(OSError):
             _reap(state, sid)
     if state.probe.cgroups is not None:
@@ -277,9 +318,9 @@ class Driver:
         os.set_blocking(out_fd, False)
         return SpawnedSession(reply["sid"], socket.socket(fileno=ctrl_fd), out_fd)
 
-    def kill(self, sid: int) -> dict:
-        """End the session's process group/cgroup; returns {signal, exit, oom}."""
-        reply, _ = self._request({"op": "kill", "sid": sid})
+    def kill(self, sid: int, *, wait: bool = True) -> dict:
+        """End the session's process group/cgroup; with `wait`, returns {signal, exit, oom}."""
+        reply, _ = self._request({"op": "kill", "sid": sid, "wait": wait})
         return reply
 
     def close(self) -> None:

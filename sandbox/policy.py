@@ -2,7 +2,8 @@
 
 What it does: compiles model-written code with a RestrictedPython transformer relaxed enough
 for real math programs (star imports, augmented assignment on items and attributes, dunder
-methods, annotations, `sorted`/`zip`/`str.format`, `if __name__ == "__main__":`), and closes
+methods, annotations, `nonlocal`, `match`, `sorted`/`zip`/`str.format`,
+`if __name__ == "__main__":`), and closes
 the usual introspection escapes (`__subclasses__`, `__globals__`, frame/generator/traceback
 attributes, attribute traversal inside format strings) and imports outside an allow-list.
 A violation raises `PolicyImportError`/`PolicyAttributeError` at run time or is reported as a
@@ -40,6 +41,8 @@ ALLOWED_MODULES = frozenset({
 DENIED_SUBMODULES = (
     "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "numpy.testing", "numpy._core._multiarray_tests",
     "sympy.utilities.autowrap", "sympy.utilities.codegen", "sympy.testing", "sympy.external",
+    "sympy.utilities.source", "sympy.utilities.runtests", "sympy.utilities.pkgdata",
+    "sympy.utilities.tmpfiles", "sympy.interactive", "sympy.printing.preview",
     "scipy._lib", "json.tool",
 )
 # Attributes no user code needs and every classic escape does.
@@ -132,6 +135,11 @@ class RelaxedPolicy(RestrictingNodeTransformer):
         return self.node_contents_visit(node)
 
     def visit_AnnAssign(self, node):
+        return self.node_contents_visit(node)
+
+    def visit_Nonlocal(self, node):
+        for name in node.names:
+            self.check_name(node, name)
         return self.node_contents_visit(node)
 
     def visit_Match(self, node):

@@ -70,7 +70,7 @@ class SandboxPool:
                 self._driver = Driver(python=self._python)
             return self._driver
 
-    def end_session(self, sid: int) -> dict:
+    def end_session(self, sid: int, *, wait: bool = True) -> dict:
         """Kill and reap a session on the current driver; {} when that driver is gone (its
         sessions died with it: they hold a parent-death signal)."""
         with self._lock:
@@ -78,7 +78,7 @@ class SandboxPool:
         if driver is None or not driver.alive():
             return {}
         try:
-            return driver.kill(sid)
+            return driver.kill(sid, wait=wait)
         except SandboxUnavailable:
             return {}
 

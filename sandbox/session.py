@@ -159,7 +159,7 @@ class Session:
             if self._closed:
                 return
             self._closed = True
-            self._end_process()
+            self._end_process(wait=False)
             if self._on_close is not None:
                 self._on_close()
 
@@ -183,7 +183,7 @@ class Session:
             raise SandboxUnavailable(f"a sandbox session failed to start ({outcome})")
         return json.loads(bytes(exchange.reply).split(b"\n", 1)[0])
 
-    def _end_process(self) -> dict:
+    def _end_process(self, *, wait: bool = True) -> dict:
         spawned, self._spawned = self._spawned, None
         if spawned is None:
             return {}
@@ -191,7 +191,7 @@ class Session:
             spawned.ctrl.close()
         with contextlib.suppress(OSError):
             os.close(spawned.out_fd)
-        return self._pool.end_session(spawned.sid)
+        return self._pool.end_session(spawned.sid, wait=wait)
 
     # -- cells -------------------------------------------------------------------------------
     def run(self, code: str) -> ExecResult:
@@ -251,7 +251,7 @@ class Session:
             duration = time.monotonic() - start
         if outcome == "reply":
             return self._reply_result(exchange, duration)
-        death = self._end_process()
+        death = self._end_process(wait=outcome == "dead")  # only a death needs its cause
         return _death_result(outcome, death, exchange.stdout(), duration, self.output_limit)
 
     def _reply_result(self, exchange: _Exchange, duration: float) -> ExecResult:

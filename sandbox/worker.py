@@ -104,6 +104,17 @@ def _wire_fds(ctrl_fd: int, out_fd: int) -> str:
     return "stdin=/dev/null, stdout=pipe, stderr=/dev/null, no inherited fds"
 
 
+# The only variables a session sees: libraries loaded lazily (scipy's own OpenBLAS) must not
+# try to start threads, which the seccomp filter refuses (OpenBLAS then exits the process).
+SESSION_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _reset_environment() -> str:
+    os.environ.clear()
+    os.environ.update(SESSION_ENV)
+    return "inherited environment dropped; only " + ", ".join(f"{k}=1" for k in SESSION_ENV)
+
+
 def _make_workdir(path: str) -> str:
     os.mkdir(path, 0o700)
     os.chdir(path)
@@ -123,7 +134,7 @@ def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _La
     layers.apply("process", lambda: f"forked session pid {os.getpid()}")
     layers.apply("setsid", lambda: os.setsid() or f"own session and process group {os.getsid(0)}")
     layers.apply("fds", lambda: _wire_fds(ctrl_fd, out_fd))
-    layers.apply("empty_env", lambda: os.environ.clear() or "environment emptied")
+    layers.apply("empty_env", _reset_environment)
     layers.apply("workdir", lambda: _make_workdir(plan.workdir))
     if probe.cgroups is not None:
         layers.apply("cgroup", lambda: isolation.join_session_cgroup(

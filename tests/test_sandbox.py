@@ -96,6 +96,10 @@ BENIGN = [
     ("import sys\nsys.stdout.write('direct\\n')", "direct\n"),
     ("print(type(3).__name__, isinstance(3, int))", "int True\n"),
     ("match 3:\n    case 3:\n        print('three')", "three\n"),
+    ("def f():\n    c = 0\n    def g():\n        nonlocal c\n        c += 1\n    g()\n    return c\nprint(f())", "1\n"),
+    ("from sympy import lambdify, symbols\nx = symbols('x')\nprint(lambdify(x, x**2 + 1)(3))", "10\n"),
+    ("from dataclasses import dataclass\n@dataclass\nclass P:\n    x: int\n    y: int = 0\nprint(P(1))", "P(x=1, y=0)\n"),
+    ("import sys\nsys.set_int_max_str_digits(0)\nprint(len(str(10**5000)))", "5001\n"),
 ]
 
 
@@ -103,6 +107,13 @@ BENIGN = [
 def test_benign_program(pool, code, stdout):
     result = pool.run_code(code)
     assert (result.status, result.stdout, result.error) == ("ok", stdout, None)
+
+
+def test_scipy_when_installed(pool):
+    pytest.importorskip("scipy")
+    result = pool.run_code("from scipy.special import comb\nimport scipy.optimize as so\n"
+                           "print(comb(5, 2), round(so.brentq(lambda t: t * t - 2, 0, 2), 6))")
+    assert (result.status, result.stdout) == ("ok", "10.0 1.414214\n")
 
 
 # -- errors come back as the last traceback line the model expects
