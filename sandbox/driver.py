@@ -225,7 +225,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError, AttributeError):
         from sandbox import isolation
 
-        isolation.prctl(isolation._PR_SET_DUMPABLE, 0)  # sessions cannot open /proc/<driver>/mem
+        isolation.prctl(isolation.PR_SET_DUMPABLE, 0)  # sessions cannot open /proc/<driver>/mem
     preimport()
     warm_up()
     from sandbox import isolation

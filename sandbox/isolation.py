@@ -31,7 +31,7 @@ NOBODY = 65534
 
 # -- raw syscalls ------------------------------------------------------------------------------
 _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE = 1, 38, 4
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE = 1, 38, 4
 _CLONE_NEWNET, _CLONE_NEWUSER, _CLONE_NEWIPC, _CLONE_NEWUTS = 0x40000000, 0x10000000, 0x08000000, 0x04000000
 
 
@@ -427,7 +427,7 @@ def enter_namespaces(*, mount: bool) -> str:
         unshare(flags)
     else:
         uid, gid = os.geteuid(), os.getegid()
-        prctl(_PR_SET_DUMPABLE, 1)  # the driver is not dumpable: /proc/self/uid_map would be root's
+        prctl(PR_SET_DUMPABLE, 1)  # the driver is not dumpable: /proc/self/uid_map would be root's
         unshare(_CLONE_NEWUSER | flags)
         Path("/proc/self/setgroups").write_text("deny")
         Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")

@@ -269,27 +269,31 @@ class Session:
                               duration, "protocol")
 
 
-_KILL_OUTCOMES = {
-    "timeout": ("timeout", "deadline", "TimeoutError: the cell exceeded its {timeout}"),
+# A cell the client killed -> (status, layer, error line).
+_KILLED = {
+    "timeout": ("timeout", "deadline", "TimeoutError: the cell exceeded its time limit"),
     "truncated": ("output_truncated", "output_cap", "OutputLimitExceeded: output exceeded {cap} bytes"),
+}
+# The signal that ended a session on its own -> (status, layer, error line).
+_FATAL_SIGNALS = {
+    signal.SIGSYS: ("crashed", "seccomp", "the session was killed by the seccomp filter (SIGSYS)"),
+    signal.SIGXCPU: ("timeout", "rlimits", "TimeoutError: CPU time limit exceeded"),
 }
 
 
 def _death_result(outcome: str, death: dict, stdout: str, duration: float, cap: int) -> ExecResult:
     """Classify a session that was killed (deadline, cap) or died on its own."""
-    if outcome in _KILL_OUTCOMES:
-        status, layer, message = _KILL_OUTCOMES[outcome]
-        return ExecResult(status, stdout, message.format(timeout="time limit", cap=cap), duration, layer)
     sig = death.get("signal")
-    if death.get("oom"):
-        return ExecResult("memory_error", stdout, "MemoryError", duration, "cgroup")
-    if sig == signal.SIGSYS:  # a syscall outside the filter's architecture: killed by seccomp
-        return ExecResult("crashed", stdout, "the session was killed by the seccomp filter (SIGSYS)",
-                          duration, "seccomp")
-    if sig == signal.SIGXCPU:  # RLIMIT_CPU reached
-        return ExecResult("timeout", stdout, "TimeoutError: CPU time limit exceeded", duration, "rlimits")
-    reason = f"signal {sig}" if sig else f"exit status {death.get('exit')}"
-    return ExecResult("crashed", stdout, f"the session process died ({reason})", duration)
+    if outcome in _KILLED:
+        status, layer, error = _KILLED[outcome]
+    elif death.get("oom"):
+        status, layer, error = "memory_error", "cgroup", "MemoryError"
+    elif sig in _FATAL_SIGNALS:
+        status, layer, error = _FATAL_SIGNALS[sig]
+    else:
+        reason = f"signal {sig}" if sig else f"exit status {death.get('exit')}"
+        status, layer, error = "crashed", None, f"the session process died ({reason})"
+    return ExecResult(status, stdout, error.format(cap=cap), duration, layer)
 
 
 def _with_value(result: ExecResult, value: str | None) -> ExecResult:

@@ -122,7 +122,7 @@ def _make_workdir(path: str) -> str:
 
 
 def _parent_death_signal(driver_pid: int) -> str:
-    isolation.prctl(isolation._PR_SET_PDEATHSIG, signal.SIGKILL)
+    isolation.prctl(isolation.PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != driver_pid:
         os._exit(0)  # the driver is already gone
     return "SIGKILL when the driver exits"
@@ -160,8 +160,8 @@ def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _La
     else:
         layers.skip("uid_drop", probe.uid_drop[1])
     layers.apply("parent_death", lambda: _parent_death_signal(plan.driver_pid))
-    layers.apply("no_new_privs", lambda: isolation.prctl(isolation._PR_SET_NO_NEW_PRIVS, 1)
-                 or isolation.prctl(isolation._PR_SET_DUMPABLE, 0)
+    layers.apply("no_new_privs", lambda: isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
+                 or isolation.prctl(isolation.PR_SET_DUMPABLE, 0)
                  or "PR_SET_NO_NEW_PRIVS, not dumpable (no /proc/<pid>/mem for peers)")
     if probe.landlock_abi:
         layers.apply("landlock", lambda: isolation.apply_landlock(plan.workdir, probe.landlock_abi,
