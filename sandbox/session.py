@@ -173,7 +173,11 @@ class Session:
         self._spawned = spawned
         ready = self._await_ready(spawned)
         self.layers = ready.get("layers", {})
-        self._pool.check_layers(self.layers)
+        try:
+            self._pool.check_layers(self.layers)
+        except SandboxUnavailable:
+            self._end_process(wait=False)
+            raise
 
     def _await_ready(self, spawned) -> dict:
         exchange = _Exchange(spawned, self.output_limit)

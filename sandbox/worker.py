@@ -1,9 +1,11 @@
 """Inside one session process: harden it, then run the cells sent over its control socket.
 
 What it does: runs in the child the driver just forked. `harden` applies every layer in
-order (own session and process group, stdin closed, stdout to the output pipe, empty
-environment, private work dir, cgroup, network namespace, rlimits, uid drop, parent-death
-signal, no-new-privs, Landlock, seccomp last) and records what is active. `serve` then reads
+order (own session and process group, stdin closed, stdout to the output pipe, no other fds,
+reset environment, private work dir, cgroup, network/IPC/UTS/mount namespaces, tmpfs work
+dir, rlimits, /proc hidden, uid drop, parent-death signal, no-new-privs, Landlock, seccomp
+last) and records what is active; if a step no isolation can do without fails (`ESSENTIAL`),
+the process exits before any user code exists. `serve` then reads
 one JSON request per line, runs the cell against the persistent namespace through the policy
 layer and answers one JSON line: `status`, `error` (the last traceback line), `layer`, and
 for PoT the `value` of `solution()`. Output goes to fd 1 (the pipe the client drains).
@@ -126,6 +128,11 @@ def _parent_death_signal(driver_pid: int) -> str:
     if os.getppid() != driver_pid:
         os._exit(0)  # the driver is already gone
     return "SIGKILL when the driver exits"
+
+
+# Steps without which the process must not run user code at all (it would hold the driver's
+# socket, the caller's environment, or share a directory): failing one ends the session.
+ESSENTIAL = ("setsid", "fds", "empty_env", "workdir")
 
 
 def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _Layers:
@@ -319,6 +326,8 @@ def session_main(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) 
     code = 70
     try:
         layers = harden(plan, seccomp_program, ctrl_fd, out_fd)
+        if not all(layers.active(step) for step in ESSENTIAL):
+            os._exit(72)
         serve(layers)
         code = 0
     except BaseException:  # noqa: BLE001 (a child of fork must never unwind into the driver)
