@@ -54,16 +54,45 @@ def kill_at_random_moment(command: list[str], samples: Path, rng: random.Random)
     log = samples.parent.parent.with_suffix(".killed.log")
     with open(log, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 600
+    deadline, orphans = time.monotonic() + 600, []
     try:
         while count_lines(samples) < target and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.05))
+        orphans = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=60)
+        reap(orphans)
     assert process.returncode == -signal.SIGKILL, f"the run ended before the kill: {log.read_text()[-2000:]}"
     return count_lines(samples)
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below ``pid`` (grader workers, the sandbox driver), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def reap(pids: list[int]) -> None:
+    """SIGKILL what the killed run left behind (a SIGKILLed parent cannot stop its children)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def records(run_dir: Path) -> list[dict]:
