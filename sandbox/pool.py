@@ -10,8 +10,9 @@ It is thread-safe: the TIR loop runs one Session per trajectory from a thread po
 `default_pool()` is the single lazily created default behind one accessor.
 
 What it deliberately does not do: queue work or pick sessions for callers (each trajectory
-keeps its own Session), or outlive its owner: the driver ends when the pool is closed or
-the process exits.
+keeps its own Session), outlive its owner (the driver ends when the pool is closed or the
+process exits), or survive a `fork()` of its owner: create pools after forking (the default
+pool is recreated in a forked child).
 """
 
 from __future__ import annotations
@@ -146,4 +147,6 @@ def default_pool() -> SandboxPool:
         if not _DEFAULT or _DEFAULT[0]._closed:
             _DEFAULT[:] = [SandboxPool()]
             atexit.register(_DEFAULT[0].close)
+            # A forked child must not share its parent's driver connection: it gets its own.
+            os.register_at_fork(after_in_child=_DEFAULT.clear)
         return _DEFAULT[0]
