@@ -309,15 +309,27 @@ def kill_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
                 pass
 
 
+def _counter(path: str, key: str | None = None) -> int:
+    """An integer from a cgroup file: the whole file, or the `key value` line named `key`."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0
+    if key is None:
+        return int(text.strip() or 0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
 def session_hit_memory_limit(dirs: CgroupDirs, sid: int) -> bool:
     memory, _ = _session_cgroup_paths(dirs, sid)
-    try:
-        if dirs.version == 2:
-            events = dict(line.split() for line in Path(f"{memory}/memory.events").read_text().splitlines())
-            return int(events.get("oom_kill", 0)) > 0 or int(events.get("max", 0)) > 0
-        return int(Path(f"{memory}/memory.failcnt").read_text()) > 0
-    except (OSError, ValueError):
-        return False
+    if dirs.version == 2:
+        return _counter(f"{memory}/memory.events", "oom_kill") + _counter(f"{memory}/memory.events", "max") > 0
+    return (_counter(f"{memory}/memory.failcnt") + _counter(f"{memory}/memory.memsw.failcnt")
+            + _counter(f"{memory}/memory.oom_control", "oom_kill")) > 0
 
 
 def remove_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
