@@ -185,6 +185,14 @@ def test_chunked_prefill_gives_the_same_tokens(model):
     assert tokens_of(whole) == tokens_of(chunked)
 
 
+def test_static_decode_gives_the_same_tokens(model):
+    # the CUDA-graph layout (padded batch buckets, attention over the whole capacity), run eagerly
+    requests = [request(f"p{i}", prompt(40 + i, 4 + 5 * i), seed=i, max_tokens=6, **SAMPLED) for i in range(3)]
+    static = make_engine(model, static_decode=True)
+    assert len(static.slots) == static.cache.slots - 1  # the last slot pads the buckets
+    assert tokens_of(static.run(requests)) == tokens_of(make_engine(model).run(requests))
+
+
 def test_continuous_batching_refills_freed_slots(model):
     requests = [request(f"c{i}", prompt(30 + i, 6), seed=i, max_tokens=3 + i % 4, **SAMPLED) for i in range(7)]
     engine = make_engine(model, max_batch_size=2)

@@ -21,7 +21,8 @@ batched step and sample with their own seeds.
 
 On CUDA the decode forward can be wrapped in ``torch.compile(mode="reduce-overhead")`` with the
 batch padded to a few bucket sizes and attention over the whole cache capacity, so each bucket
-is captured as a CUDA graph (``EngineConfig.cuda_graphs``; not exercised on CPU).
+is captured as a CUDA graph (``EngineConfig.static_decode``; the padded static layout is
+tested eagerly on CPU, the compiled graphs only run on CUDA).
 
 What it deliberately does not do: tokenisation (the backend does it), preemption of running
 rows, speculative decoding, or priorities (waiting work is first come, first served).
@@ -56,7 +57,11 @@ class EngineConfig:
     prefill_chunk: int = 512
     memory_fraction: float | None = None  # of free memory for the KV cache; None: 0.5 CPU, 0.85 CUDA
     ignore_eos: bool = False  # benchmarks only: decode exactly max_tokens tokens
-    cuda_graphs: bool = True  # on CUDA only
+    # static decode: batch padded to GRAPH_BUCKETS, attention over the whole capacity, no host
+    # sync inside the forward; on CUDA wrapped in torch.compile(mode="reduce-overhead") so
+    # each (bucket, capacity) is a CUDA graph. None: on for CUDA, off on CPU (where it only
+    # adds padding work; tests turn it on to check it gives the same tokens).
+    static_decode: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class Engine:
         self.stats = EngineStats()
         self._clock = 0
         self._row_chunk = 16 if self.device.type == "cpu" else None
-        self._graph_decode = self._compiled_decode() if self._use_graphs else None
+        self._graph_decode = self._static_decoder() if self._use_graphs else None
         self._static_capacity = -1
 
     # -- public --------------------------------------------------------------------------
@@ -355,19 +360,22 @@ class Engine:
 
     @property
     def _use_graphs(self) -> bool:
-        return self.config.cuda_graphs and self.device.type == "cuda"
+        static = self.config.static_decode
+        return self.device.type == "cuda" if static is None else static
 
-    def _compiled_decode(self):  # pragma: no cover - CUDA only
-        return torch.compile(self.forward.decode_static, mode="reduce-overhead", dynamic=False)
+    def _static_decoder(self):
+        if self.device.type != "cuda":
+            return self.forward.decode_static
+        return torch.compile(self.forward.decode_static, mode="reduce-overhead", dynamic=False)  # pragma: no cover
 
-    def _mark_cache_static(self) -> None:  # pragma: no cover - CUDA only
+    def _mark_cache_static(self) -> None:
         """Let the captured graphs write the cache in place (a new capacity is a new graph)."""
-        if self._static_capacity != self.cache.capacity:
+        if self.device.type == "cuda" and self._static_capacity != self.cache.capacity:  # pragma: no cover
             torch._dynamo.mark_static_address(self.cache.keys)
             torch._dynamo.mark_static_address(self.cache.values)
             self._static_capacity = self.cache.capacity
 
-    def _graph_logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:  # pragma: no cover
+    def _graph_logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         """Pad the batch to a bucket (extra rows write into the last slot's final position,
         which no sequence can reach) and run the captured graph over the whole capacity."""
         self._mark_cache_static()
