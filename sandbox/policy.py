@@ -363,9 +363,10 @@ def _make_sys_shim() -> types.ModuleType:
 _SHIMS = types.MappingProxyType({"sys": _make_sys_shim()})
 
 
-def bind_stdout(stream) -> None:
-    """Point the `sys` shim's `stdout` at the session's stdout (called once per session)."""
-    _SHIMS["sys"].stdout = stream
+def bind_streams(stdout, stderr) -> None:
+    """Point the `sys` shim's `stdout`/`stderr` at the session's streams."""
+    _SHIMS["sys"].stdout = stdout
+    _SHIMS["sys"].stderr = stderr
 
 _SAFE_BUILTIN_NAMES = ["abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr", "classmethod", "complex", "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset", "hash", "hex", "id", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "object", "oct", "ord", "pow", "property", "range", "repr", "reversed", "round", "set", "slice", "sorted", "staticmethod", "str", "sum", "super", "tuple", "type", "zip", "NotImplemented", "Ellipsis", "None", "True", "False", "__build_class__"]
 

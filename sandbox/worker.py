@@ -241,9 +241,11 @@ class Cell:
             self.stdout = io.TextIOWrapper(io.BufferedWriter(self.raw, 1 << 16), encoding="utf-8",
                                            errors="backslashreplace", newline="\n")
             sys.stdout = sys.__stdout__ = self.stdout
-            policy.bind_stdout(self.stdout)
-        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(_NullRaw()), encoding="utf-8")
-        sys.stdin = sys.__stdin__ = io.StringIO("")
+        if not isinstance(sys.stderr, _Discard) or sys.stderr.closed:
+            sys.stderr = sys.__stderr__ = _Discard(io.BufferedWriter(_NullRaw()), encoding="utf-8")
+        policy.bind_streams(sys.stdout, sys.stderr)
+        if not isinstance(sys.stdin, io.StringIO) or sys.stdin.closed or sys.stdin.tell():
+            sys.stdin = sys.__stdin__ = io.StringIO("")
 
     def printed_since_mark(self) -> bool:
         self.stdout.flush()
@@ -295,6 +297,10 @@ class Cell:
         except (OSError, ValueError, UnicodeError):
             self.stdout = None
             self.ensure_streams()
+
+
+class _Discard(io.TextIOWrapper):
+    """The session's stderr: accepted and dropped (warnings are not the model's output)."""
 
 
 class _NullRaw(io.RawIOBase):

@@ -94,6 +94,7 @@ BENIGN = [
     ("print(f'{3.14159:.2f}', f'{10**3:,}')", "3.14 1,000\n"),
     ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print('caught', e)", "caught division by zero\n"),
     ("import sys\nsys.stdout.write('direct\\n')", "direct\n"),
+    ("import sys\nprint('warning', file=sys.stderr)\nprint('kept')", "kept\n"),
     ("print(type(3).__name__, isinstance(3, int))", "int True\n"),
     ("match 3:\n    case 3:\n        print('three')", "three\n"),
     ("def f():\n    c = 0\n    def g():\n        nonlocal c\n        c += 1\n    g()\n    return c\nprint(f())", "1\n"),
