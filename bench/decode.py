@@ -82,8 +82,8 @@ def build_model(shape: str, *, device: torch.device, dtype: torch.dtype, seed: i
 
     torch.manual_seed(seed)
     config = Qwen2Config(**model_config(SHAPES[shape]))
-    with torch.device(device):
-        model = Qwen2ForCausalLM(config).to(dtype)
+    with torch.device(device):  # initialised directly on the device, in the target dtype
+        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
     return model.eval()
 
 

@@ -366,6 +366,8 @@ class Engine:
     def _static_decoder(self):
         if self.device.type != "cuda":
             return self.forward.decode_static
+        # one graph per (batch bucket, cache capacity): allow that many recompilations
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)  # pragma: no cover
         return torch.compile(self.forward.decode_static, mode="reduce-overhead", dynamic=False)  # pragma: no cover
 
     def _mark_cache_static(self) -> None:
