@@ -177,6 +177,31 @@ def test_tir_resume_reuses_the_kept_cache_and_matches_recompute(model):
     assert tokens_of([resumed]) == tokens_of(make_engine(model).run([second]))
 
 
+def test_parked_trajectory_evicted_for_new_work_still_resumes_correctly(model):
+    engine = make_engine(model, max_batch_size=1)
+    first = request("a1", prompt(50, 10), seed=1, max_tokens=4, cache_key="a", **SAMPLED)
+    (turn1,) = engine.run([first])
+    engine.run([request("b", prompt(51, 10), seed=2, max_tokens=4, cache_key="b", **SAMPLED)])  # evicts "a"
+    second = request("a2", first.prompt_ids + turn1.finish.token_ids + prompt(52, 3), seed=1, max_tokens=4,
+                     cache_key="a", **SAMPLED)
+    assert tokens_of(engine.run([second])) == tokens_of(make_engine(model).run([second]))
+
+
+def test_a_long_queue_does_not_slow_a_step(model):
+    import time
+
+    engine = make_engine(model, max_batch_size=4)
+    shared = prompt(53, 40)
+    for i in range(3000):
+        engine.add(request(f"q{i}", shared, seed=i, max_tokens=1, **SAMPLED))
+    start = time.perf_counter()
+    for _ in range(3):
+        engine.step()
+    assert time.perf_counter() - start < 3.0
+    # step 1 prefills the shared prompt once (the others wait for it); steps 2-3 copy it, 4 each
+    assert len(engine.waiting) == 3000 - 9
+
+
 def test_chunked_prefill_gives_the_same_tokens(model):
     long = request("long", prompt(12, 60), seed=3, max_tokens=10, **SAMPLED)
     short = request("short", prompt(13, 5), seed=4, max_tokens=10, **SAMPLED)

@@ -197,20 +197,22 @@ class Engine:
     # -- 1) admission ----------------------------------------------------------------------
 
     def _admit_waiting(self) -> None:
-        deferred: deque[EngineRequest] = deque()
-        while self.waiting:
+        """Fill free slots in arrival order; a request whose prefix is still being prefilled
+        by another row waits (keeping its place) so it can copy that prefix next step."""
+        deferred: list[EngineRequest] = []
+        while self.waiting and len(self.running) < len(self.slots) and len(deferred) < len(self.slots):
             request = self.waiting.popleft()
-            if self._prefix_coming(request) or not self._admit(request):
+            if self._prefix_coming(request):
                 deferred.append(request)
-        self.waiting = deferred
+            else:
+                self._admit(request)
+        self.waiting.extendleft(reversed(deferred))
 
-    def _admit(self, request: EngineRequest) -> bool:
-        """Place ``request`` in a slot with the longest reusable prefix; False if none is free."""
+    def _admit(self, request: EngineRequest) -> None:
+        """Place ``request`` in a slot, starting from the longest prefix any slot holds."""
         prompt = list(request.prompt_ids)
         usable = len(prompt) - 1  # the last prompt token is fed by the decode step
         slot = self._parked_slot(request.cache_key) or self._free_slot(prompt)
-        if slot is None:
-            return False
         reused = common_prefix_length(slot.tokens, prompt, usable)
         source = self._best_source(prompt, usable, exclude=slot)
         if source is not None and source[1] > reused:
@@ -227,33 +229,28 @@ class Engine:
         slot.row = row
         self.running.append(row)
         self.stats.reused_tokens += reused
-        return True
 
     def _prefix_coming(self, request: EngineRequest) -> bool:
         """Wait when a row still prefilling will hold a longer prefix than any slot does now."""
+        prefilling = [row for row in self.running if len(row.pending) > 1]
+        if not prefilling:
+            return False
         prompt = list(request.prompt_ids)
         usable = len(prompt) - 1
-        now = max((common_prefix_length(s.tokens, prompt, usable) for s in self.slots), default=0)
-        for row in self.running:
-            if len(row.pending) > 1:
-                future = row.slot.tokens + row.pending[:-1]
-                if common_prefix_length(future, prompt, usable) > now:
-                    return True
-        return False
+        coming = max(common_prefix_length(row.slot.tokens + row.pending[:-1], prompt, usable) for row in prefilling)
+        return coming > max(common_prefix_length(s.tokens, prompt, usable) for s in self.slots)
 
     def _parked_slot(self, cache_key: str | None) -> Slot | None:
         if cache_key is None:
             return None
         return next((s for s in self.slots if s.parked_key == cache_key and s.row is None), None)
 
-    def _free_slot(self, prompt: list[int]) -> Slot | None:
-        """A free slot, preferring one whose own tokens share the prompt's prefix; else evict."""
+    def _free_slot(self, prompt: list[int]) -> Slot:
+        """A free slot (the caller checked there is room), preferring one whose own tokens share
+        the prompt's prefix; when only parked slots are left, the least recently parked goes."""
         free = [s for s in self.slots if s.row is None and s.parked_key is None]
         if not free:
-            parked = [s for s in self.slots if s.row is None]
-            if not parked:
-                return None
-            victim = min(parked, key=lambda s: s.parked_at)
+            victim = min((s for s in self.slots if s.row is None), key=lambda s: s.parked_at)
             victim.parked_key = None
             free = [victim]
         best = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt, len(prompt)), -s.index))
