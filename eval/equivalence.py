@@ -877,6 +877,8 @@ def floats_close(a: Any, b: Any) -> bool:
 def equations_proportional(e1: Any, e2: Any) -> bool:
     import sympy
 
+    if not e1.free_symbols or e1.free_symbols != e2.free_symbols:
+        return False
     if e2 == 0:
         return e1 == 0
     ratio = sympy.simplify(e1 / e2)
@@ -895,6 +897,8 @@ def sympy_relation_equal(op: str, pred_lhs: str, pred_rhs: str, gold_lhs: str, g
         log.debug("relation parse failed: %s", exc)
         return False
     try:
+        if not e1.free_symbols or e1.free_symbols != e2.free_symbols:
+            return False  # "log(0.01) = -2" is a statement, not an equation up to a factor
         if e2 == 0:
             return e1 == 0
         ratio = sympy.simplify(e1 / e2)
