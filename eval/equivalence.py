@@ -761,7 +761,16 @@ def latex_to_sympy(latex: str) -> Any:
     return value
 
 
+FREE_LETTER = re.compile(r"(?<![\\a-zA-Z])[a-df-hj-zA-Z](?![a-zA-Z])")  # a variable (not e, i)
+
+
+def has_variable(node: Any) -> bool:
+    return isinstance(node, Expr) and bool(FREE_LETTER.search(re.sub(r"\\[a-zA-Z]+|_\{[^}]*\}|_\w", " ", node.latex)))
+
+
 def sympy_equal(pred: Any, gold: Any) -> bool:
+    if (isinstance(pred, Number) and has_variable(gold)) or (isinstance(gold, Number) and has_variable(pred)):
+        return False  # a number never equals an expression in a variable; skip the parse
     approximate = [n for n in (pred, gold) if isinstance(n, Number) and n.places is not None]
     if approximate and any(isinstance(n, Expr) for n in (pred, gold)):
         return expression_matches_decimal(pred, gold)
