@@ -217,6 +217,7 @@ class Chain:
 
     var: str
     interval: Seq
+    relation: Relation | None = None  # the written form of a one-sided inequality
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -469,8 +470,29 @@ def parse_relation(text: str, percent: bool) -> Any:
     if all(op == "=" for op in ops):
         return equality_chain([p.strip() for p in pieces])
     if len(pieces) == 2:
-        return Relation(ops[0], pieces[0].strip(), pieces[1].strip())
+        relation = Relation(ops[0], pieces[0].strip(), pieces[1].strip())
+        return half_line(relation) or relation
     return None
+
+
+INFINITY = "\\infty"
+
+
+def half_line(relation: Relation) -> Chain | None:
+    """``x < 3`` / ``5 \\leq x`` as the interval of ``x`` it describes."""
+    op, lhs, rhs = relation.op, relation.lhs, relation.rhs
+    if op not in ("<", "<=", ">", ">="):
+        return None
+    if not LONE_SYMBOL.fullmatch(lhs) and LONE_SYMBOL.fullmatch(rhs):
+        op, lhs, rhs = FLIP[op], rhs, lhs
+    if not LONE_SYMBOL.fullmatch(lhs) or LONE_SYMBOL.fullmatch(rhs):
+        return None
+    bound = parse_node(rhs)
+    if op in ("<", "<="):
+        interval = Seq("interval", (parse_node("-" + INFINITY), bound), "(", ")" if op == "<" else "]")
+    else:
+        interval = Seq("interval", (bound, parse_node(INFINITY)), "(" if op == ">" else "[", ")")
+    return Chain(lhs, interval, relation)
 
 
 def equality_chain(pieces: list[str]) -> Relation:
@@ -673,10 +695,14 @@ def column_matrix(seq: Seq) -> Matrix:
 def compare_relations(pred: Any, gold: Any) -> bool | None:
     if isinstance(pred, Chain) and isinstance(gold, Chain):
         return pred.var.replace(" ", "") == gold.var.replace(" ", "") and nodes_equal(pred.interval, gold.interval)
+    if isinstance(pred, Chain) and isinstance(gold, Relation):
+        return pred.relation is not None and relations_equal(pred.relation, gold)
+    if isinstance(gold, Chain) and isinstance(pred, Relation):
+        return gold.relation is not None and relations_equal(pred, gold.relation)
     if isinstance(pred, Chain):
-        return nodes_equal(pred.interval, gold) if isinstance(gold, Seq) else False
+        return nodes_equal(pred.interval, gold) if isinstance(gold, Seq | Union) else False
     if isinstance(gold, Chain):
-        return nodes_equal(pred, gold.interval) if isinstance(pred, Seq) else False
+        return nodes_equal(pred, gold.interval) if isinstance(pred, Seq | Union) else False
     pred_value = assigned_value(pred)
     gold_value = assigned_value(gold)
     if isinstance(pred, Relation) and isinstance(gold, Relation):

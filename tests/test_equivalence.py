@@ -77,6 +77,11 @@ from eval.normalize import normalize_answer
     ("(1, 4.5)", "(1, \\frac{9}{2})", True),
     ("x \\in [2, 5)", "[2, 5)", True),
     ("-2 \\leq x \\leq 7", "[-2, 7]", True),
+    ("x < 3", "(-\\infty, 3)", True),
+    ("x \\leq 3", "(-\\infty, 3)", False),
+    ("[5, \\infty)", "5 \\leq x", True),
+    ("-x > -1", "x < 1", True),
+    ("x > -1", "x < 1", False),
     # --- matrices cell by cell
     ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{bmatrix}1\\\\2\\end{bmatrix}", True),
     ("\\begin{pmatrix}1 & 2 \\\\ 3 & 5\\end{pmatrix}", "\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", False),
