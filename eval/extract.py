@@ -294,7 +294,7 @@ def resolve_policy(dataset: str | ExtractionPolicy | None) -> ExtractionPolicy:
 
 def extract_answer(text: str | None, *, dataset: str | ExtractionPolicy | None = None) -> str | None:
     """The final answer ``text`` commits to, or ``None`` when it commits to none."""
-    if not text or not text.strip():
+    if not isinstance(text, str) or not text.strip():
         return None
     policy = resolve_policy(dataset)
     text = text.replace("\x00", "")
