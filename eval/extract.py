@@ -132,7 +132,7 @@ def from_boxes(text: str, policy: ExtractionPolicy) -> str | None:
     spans = boxed_spans(text)
     if not spans:
         return None
-    if ANCHOR.search(text, spans[-1][1]) and from_anchor(text, policy) is not None:
+    if ANCHOR.search(text, spans[-1][1]) and states_math(from_anchor(text, policy)):
         return None  # a final-answer statement after the last box overrides it
     group = [spans[-1]]
     for span in reversed(spans[:-1]):
@@ -143,6 +143,12 @@ def from_boxes(text: str, policy: ExtractionPolicy) -> str | None:
     if not answers:
         return None
     return ", ".join(answers)
+
+
+def states_math(answer: str | None) -> bool:
+    """Whether an anchor's answer is mathematical (a digit, LaTeX or a lone letter), not a
+    word as in "the answer is correct"."""
+    return answer is not None and bool(re.search(r"\d|\\[a-zA-Z]|^\(?[A-Za-z]\)?$", answer.strip()))
 
 
 def from_anchor(text: str, policy: ExtractionPolicy) -> str | None:

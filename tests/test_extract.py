@@ -33,6 +33,7 @@ from eval.normalize import normalize_answer
     ("所以答案是 12", None, "12"),
     # a box, then a later final-answer statement overrides it (Math-Verify numina case)
     ("$0.05 \\cdot 10,200 = \\boxed{255}$ so $10,455. The final answer is $10,455$.", None, "10,455"),
+    ("so \\boxed{5}. Therefore, the answer is correct.", None, "5"),  # a word does not override
     # --- multiple choice
     ("The answer is (D).", "aqua", "D"),
     ("$\\boxed{\\text{(C)}}$", "aqua", "\\text{(C)}"),
