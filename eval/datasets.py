@@ -19,10 +19,12 @@ import json
 import logging
 import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from eval.errors import DataError, DataUnavailable
 from eval.extract import POLICIES, ExtractionPolicy, boxed_spans
@@ -250,9 +252,24 @@ def local_file(name: str, split: str, data_dir: str | os.PathLike[str] | None) -
     return None
 
 
+def hub_offline_mode() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub's host resolves and accepts a connection (instead of ~25 s of retries)."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def load_from_hub(spec: DatasetSpec, split: str, limit: int | None) -> list[Problem]:
-    hint = (f"pass a local JSONL file or folder instead (e.g. `--data ../shared/data/benchmarks`, "
-            f"or set {DATA_DIR_ENV})")
+    hint = (f"pass a local JSONL file or folder instead (e.g. `--data-dir ../shared/data/benchmarks` "
+            f"or a path to {spec.name}.jsonl, or set {DATA_DIR_ENV})")
     if spec.hub is None:
         raise DataUnavailable(f"dataset {spec.name!r} has no Hugging Face hub source; {hint}")
     try:
@@ -260,6 +277,9 @@ def load_from_hub(spec: DatasetSpec, split: str, limit: int | None) -> list[Prob
     except ImportError:
         raise DataUnavailable(f"the `datasets` package is not installed; {hint}") from None
     path, config = spec.hub
+    if not hub_offline_mode() and not hub_reachable():
+        raise DataUnavailable(f"cannot reach the Hugging Face hub for {path} (no network; "
+                              f"HF_DATASETS_OFFLINE=1 uses a cached copy); {hint}")
     try:
         rows = hf_datasets.load_dataset(path, config, split=split)
     except Exception as exc:  # noqa: BLE001 - any hub/network failure is "unavailable" here

@@ -95,3 +95,13 @@ def test_offline_hub_fails_with_one_clear_sentence(monkeypatch, tmp_path):
         load_benchmark("openai/gsm8k")
     message = str(info.value)
     assert "\n" not in message and "local JSONL file" in message
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    import eval.datasets as datasets_module
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "QWEN_MATH_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets_module, "hub_reachable", lambda timeout_s=3.0: False)
+    with pytest.raises(DataUnavailable, match=r"cannot reach the Hugging Face hub .* math500\.jsonl"):
+        load_benchmark("HuggingFaceH4/MATH-500")
