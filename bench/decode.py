@@ -174,7 +174,7 @@ def measure(shape: str, case_name: str, *, device: torch.device, dtype: torch.dt
     requests = requests_for(case, scale=scale)
     backend = HFBackend.from_model(model, tokenizer, engine_config=EngineConfig(
         ignore_eos=True, context_window=model.config.max_position_embeddings,
-        max_batch_size=max(64, len(requests)),
+        max_batch_size=max(64, len(requests) + 1),  # + the scratch slot of CUDA graphs
     ))
     warm = requests_for(CASES["1x1"], scale=16)
     run_generate(model, tokenizer, [warm[0].prompt], 2)  # first-call overheads, both sides

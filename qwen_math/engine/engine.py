@@ -19,10 +19,9 @@ Why the last prompt token is always fed by the decode step: prefill then never c
 (no LM head over prompt positions), and a prompt's n samples each feed that token in the same
 batched step and sample with their own seeds.
 
-On CUDA the decode forward can be wrapped in ``torch.compile(mode="reduce-overhead")`` with the
-batch padded to a few bucket sizes and attention over the whole cache capacity, so each bucket
-is captured as a CUDA graph (``EngineConfig.static_decode``; the padded static layout is
-tested eagerly on CPU, the compiled graphs only run on CUDA).
+On CUDA the decode forward is replayed as CUDA graphs, one per (batch bucket, cache capacity)
+(``qwen_math.engine.graphs``, ``EngineConfig.static_decode``; the padded static layout is
+tested eagerly on CPU, the graph capture itself only runs on CUDA).
 
 What it deliberately does not do: tokenisation (the backend does it), preemption of running
 rows, speculative decoding, or priorities (waiting work is first come, first served).
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qwen_math.engine.graphs import GraphDecoder
 from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
 from qwen_math.engine.qwen2 import Qwen2Forward
 from qwen_math.engine.sampling import SamplingBatch, sample_tokens
@@ -46,10 +46,6 @@ from qwen_math.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-#: batch sizes a CUDA graph is captured for (a batch is padded up to the next one).
-GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     max_batch_size: int | None = None  # None: 64 on CPU, 256 on CUDA (then capped by memory)
@@ -57,9 +53,8 @@ class EngineConfig:
     prefill_chunk: int = 512
     memory_fraction: float | None = None  # of free memory for the KV cache; None: 0.5 CPU, 0.85 CUDA
     ignore_eos: bool = False  # benchmarks only: decode exactly max_tokens tokens
-    # static decode: batch padded to GRAPH_BUCKETS, attention over the whole capacity, no host
-    # sync inside the forward; on CUDA wrapped in torch.compile(mode="reduce-overhead") so
-    # each (bucket, capacity) is a CUDA graph. None: on for CUDA, off on CPU (where it only
+    # static decode (qwen_math.engine.graphs): batch padded to buckets, attention over the whole
+    # capacity, replayed as CUDA graphs on a GPU. None: on for CUDA, off on CPU (where it only
     # adds padding work; tests turn it on to check it gives the same tokens).
     static_decode: bool | None = None
 
@@ -148,8 +143,9 @@ class Engine:
         self.stats = EngineStats()
         self._clock = 0
         self._row_chunk = 16 if self.device.type == "cpu" else None
-        self._graph_decode = self._static_decoder() if self._use_graphs else None
-        self._static_capacity = -1
+        self._graphs = None
+        if usable < self.cache.slots:
+            self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1)
 
     # -- public --------------------------------------------------------------------------
 
@@ -304,8 +300,8 @@ class Engine:
         return tokens.tolist()  # the one host transfer per step
 
     def _logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        if self._graph_decode is not None:
-            return self._graph_logits(slots, tokens, positions)
+        if self._graphs is not None:
+            return self._graphs(slots, tokens, positions)
         as_tensor = lambda values: torch.tensor(values, dtype=torch.int64, device=self.device)  # noqa: E731
         return self.forward.decode(
             self.cache,
@@ -359,36 +355,6 @@ class Engine:
     def _use_graphs(self) -> bool:
         static = self.config.static_decode
         return self.device.type == "cuda" if static is None else static
-
-    def _static_decoder(self):
-        if self.device.type != "cuda":
-            return self.forward.decode_static
-        # one graph per (batch bucket, cache capacity): allow that many recompilations
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)  # pragma: no cover
-        return torch.compile(self.forward.decode_static, mode="reduce-overhead", dynamic=False)  # pragma: no cover
-
-    def _mark_cache_static(self) -> None:
-        """Let the captured graphs write the cache in place (a new capacity is a new graph)."""
-        if self.device.type == "cuda" and self._static_capacity != self.cache.capacity:  # pragma: no cover
-            torch._dynamo.mark_static_address(self.cache.keys)
-            torch._dynamo.mark_static_address(self.cache.values)
-            self._static_capacity = self.cache.capacity
-
-    def _graph_logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        """Pad the batch to a bucket (extra rows write into the last slot's final position,
-        which no sequence can reach) and run the captured graph over the whole capacity."""
-        self._mark_cache_static()
-        bucket = next((b for b in GRAPH_BUCKETS if b >= len(slots)), len(slots))
-        padding = bucket - len(slots)
-        scratch_position = self.cache.capacity - 1
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.int64).to(self.device, non_blocking=True)  # noqa: E731
-        return self._graph_decode(
-            self.cache.keys,
-            self.cache.values,
-            as_tensor(slots + [self.cache.slots - 1] * padding),
-            as_tensor(tokens + [0] * padding),
-            as_tensor(positions + [scratch_position] * padding),
-        )
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
