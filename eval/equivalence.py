@@ -652,8 +652,24 @@ def sequences_equal(pred: Seq, gold: Seq) -> bool:
     if "tuple" in (pred.kind, gold.kind):
         if pred.kind == "set" or gold.kind == "set":
             return False
-        return all(nodes_equal(p, g) for p, g in zip(pred.items, gold.items, strict=True))
+        pred_items, gold_items = in_variable_order(pred), in_variable_order(gold)
+        return all(nodes_equal(p, g) for p, g in zip(pred_items, gold_items, strict=True))
     return unordered_equal(pred.items, gold.items)
+
+
+def in_variable_order(seq: Seq) -> tuple[Any, ...]:
+    """A list of assignments ``y=2, x=3`` in the order of its variables (``x=3, y=2``), so
+    that it compares with the tuple ``(x, y)`` position by position."""
+    if seq.kind != "list" or not all(assigned_value(item) is not None for item in seq.items):
+        return seq.items
+    return tuple(sorted(seq.items, key=lambda item: variable_key(item.lhs)))
+
+
+def variable_key(name: str) -> tuple[str, int]:
+    """``a_{10}`` after ``a_2``: letters first, then the subscript as a number."""
+    name = re.sub(r"[\s{}]", "", name)
+    match = re.fullmatch(r"(.*?)_?(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else (name, -1)
 
 
 def unordered_equal(pred: tuple[Any, ...], gold: tuple[Any, ...]) -> bool:

@@ -284,5 +284,5 @@ def canonical_text(text: str) -> str:
     """A spacing/case-insensitive key for text answers and cheap string equality."""
     text = re.sub(r"(?<=\d)\s+(?=\d)", "_", text)  # "1 2" is two numbers, not 12
     text = re.sub(r"\s+", "", text).lower()
-    text = text.replace("{", "").replace("}", "")
+    text = re.sub(r"\{(\w)\}", r"\1", text)  # \frac{1}{2} = \frac12, but \sqrt{2}x != \sqrt{2x}
     return text.strip(".")

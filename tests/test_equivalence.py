@@ -106,7 +106,16 @@ from eval.normalize import normalize_answer
     ("40", "1112_3", False),
     ("1.5 \\times 10^{3}", "1500", True),
     ("1.5e3", "1500", True),
+    ("x=2, y=3", "(2, 3)", True),
+    ("y=2, x=3", "(2, 3)", False),  # assignments meet a tuple in variable order
     # --- symbolic
+    ("\\sqrt{2}x", "\\sqrt{2x}", False),  # braces matter
+    ("\\frac{1}{2}x", "\\frac{1}{2x}", False),
+    ("\\frac12", "\\frac{1}{2}", True),
+    ("\\log_2 8", "3", True),
+    ("\\binom{5}{2}", "10", True),
+    ("3\\sqrt{2}", "4.24", True),
+    ("3\\sqrt{2}", "4.25", False),
     ("x^2+2x+1", "(x+1)^2", True),
     ("\\sec^2(y)", "\\tan^2(y)+1", True),
     ("x+1", "x+2n+1", False),
