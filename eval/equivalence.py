@@ -790,9 +790,16 @@ def to_sympy(node: Any) -> Any:
     raise TypeError(f"no SymPy form for {type(node).__name__}")
 
 
+#: LaTeX that SymPy would misread (a derivative of a plain symbol evaluates to 0).
+UNSAFE_FOR_SYMPY = re.compile(r"\\frac\s*\{\s*(?:d|\\partial)(?![a-zA-Z])|\\partial|\\nabla")
+
+
 def latex_to_sympy(latex: str) -> Any:
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.math_normalization import NormalizationConfig
+
+    if UNSAFE_FOR_SYMPY.search(latex):
+        raise ValueError("derivative notation: compared by spelling only")
 
     config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True,
                                  nits=False, boxed="none", equations=False)
