@@ -632,10 +632,11 @@ def compare_base(pred: Any, gold: Any) -> bool | None:
 def compare_sequences(pred: Any, gold: Any) -> bool | None:
     if isinstance(pred, Seq) and isinstance(gold, Seq):
         return sequences_equal(pred, gold)
-    if isinstance(pred, Seq) and len(pred.items) == 1 and pred.kind in ("list", "set"):
-        return nodes_equal(pred.items[0], gold)
-    if isinstance(gold, Seq) and len(gold.items) == 1 and gold.kind in ("list", "set"):
-        return nodes_equal(pred, gold.items[0])
+    # a list or set against one value: as sets ("0.5, \\frac12" -- one value spelled twice)
+    if isinstance(pred, Seq) and pred.kind in ("list", "set") and not isinstance(gold, Relation | Chain):
+        return unordered_equal(pred.items, (gold,))
+    if isinstance(gold, Seq) and gold.kind in ("list", "set") and not isinstance(pred, Relation | Chain):
+        return unordered_equal((pred,), gold.items)
     if isinstance(pred, Seq) or isinstance(gold, Seq):
         return False if not (isinstance(pred, Relation | Chain) or isinstance(gold, Relation | Chain)) else None
     return None

@@ -74,6 +74,8 @@ from eval.normalize import normalize_answer
     ("\\{3, 4\\}", "\\{4, 3\\}", True),
     ("3, 4", "4, 3", True),
     ("(3, 4)", "(4, 3)", False),
+    ("0.5, \\frac{1}{2}", "\\frac{1}{2}", True),  # one value boxed twice, two spellings
+    ("2, 3", "2", False),
     ("(1, 4.5)", "(1, \\frac{9}{2})", True),
     ("x \\in [2, 5)", "[2, 5)", True),
     ("-2 \\leq x \\leq 7", "[-2, 7]", True),
