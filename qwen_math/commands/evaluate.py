@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory")
     parser.add_argument("--extend-n", dest="extend_n", type=int, default=None,
                         help="raise an existing run to N samples per problem")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run only shard I of N (problems I, I+N, ...); combine with `qwen-math merge`")
     parser.add_argument("--grader-workers", dest="grader_workers", type=int, default=None,
                         help="grader worker processes (default: the grader's own choice)")
     parser.add_argument("--grader-timeout", dest="grader_timeout", type=float, default=5.0,
@@ -78,14 +80,15 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         prompt_style=args.prompt, data_dir=args.data_dir, split=args.split, limit=args.limit,
         overwrite=args.overwrite, extend_n=args.extend_n, grader_workers=args.grader_workers,
         grader_timeout_s=args.grader_timeout, progress=args.progress,
-        progress_interval_s=args.progress_interval, command=tuple(_argv()),
+        progress_interval_s=args.progress_interval, command=tuple(_argv()), shard=args.shard,
     )
 
 
 def default_run_dir(args: argparse.Namespace, datasets: tuple[str, ...]) -> Path:
     model = Path(args.model.rstrip("/")).name or "model"
     names = "+".join(Path(d).stem for d in datasets)
-    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model}-{names}-{args.mode}-n{args.n}-seed{args.seed}")
+    shard = f"-shard{args.shard.replace('/', 'of')}" if args.shard else ""
+    slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model}-{names}-{args.mode}-n{args.n}-seed{args.seed}{shard}")
     return Path("runs") / slug
 
 

@@ -46,6 +46,7 @@ from qwen_math.runs.manifest import (
 )
 from qwen_math.runs.progress import RunProgress
 from qwen_math.runs.store import RunLayout, load_samples, run_lock
+from qwen_math.shard import parse_shard, select_shard, shard_fingerprint_fields
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ class EvalConfig:
     progress: bool = True
     progress_interval_s: float = 10.0
     command: tuple[str, ...] = ()
+    shard: str | None = None  # "i/N": run only that slice of each dataset (qwen_math.shard)
 
     def __post_init__(self) -> None:
+        if self.shard is not None:
+            object.__setattr__(self, "shard", str(parse_shard(self.shard)))
         if not self.datasets:
             raise UsageError("--datasets needs at least one benchmark name or path")
         if self.limit is not None and self.limit < 1:
@@ -186,7 +190,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
     }
     for dataset in datasets:
         fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
-    return fields
+    return shard_fingerprint_fields(fields, config.shard)
 
 
 def model_checksum(config: EvalConfig) -> str:
@@ -262,6 +266,7 @@ def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[s
         "device": config.backend_options.device,
         "dtype": config.backend_options.dtype,
         "grader_timeout": config.grader_timeout_s,
+        "shard": config.shard,
     }
 
 
@@ -415,7 +420,8 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     """Generate the missing samples of one dataset, appending each as it completes."""
     from qwen_math.runs.views import write_dataset_views
 
-    # 1) what is already on disk (a torn last line is cut off first)
+    # 1) this shard's problems, and what is already on disk (a torn last line is cut off first)
+    dataset = replace(dataset, problems=tuple(select_shard(dataset.problems, config.shard)))
     path = layout.samples(dataset.name)
     wanted = {(p.idx, s) for p in dataset.problems for s in range(config.sampling.n)}
     done = {key: r for key, r in load_samples(path, repair=True).items() if key in wanted}
