@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -82,7 +83,7 @@ def test_offline_model_error_names_model_flag(capsys, monkeypatch, tmp_path):
     ],
 )
 def test_sampling_config_rejects(kwargs, message):
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]").replace("[", r"\[")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         SamplingConfig(**kwargs)
 
 
@@ -147,5 +148,17 @@ def test_record_time_keys_are_the_only_difference():
 def test_record_missing_fields_are_named():
     data = _record().to_json()
     del data["gold"], data["turns"]
-    with pytest.raises(UsageError, match="lacks field\\(s\\) turns, gold; fields present: .*answer"):
+    with pytest.raises(UsageError, match=r"lacks field\(s\) turns, gold; fields present: .*answer"):
         SampleRecord.from_json(data)
+
+
+# --- official flag spellings ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spelling,mode",
+    [("tir", "tir"), ("tool-integrated", "tir"), ("qwen25-math-cot", "cot"), ("pal", "pot")],
+)
+def test_official_prompt_type_names_select_a_mode(spelling, mode):
+    from qwen_math.cli import build_parser
+
+    args = build_parser().parse_args(["solve", "1+1", "--prompt_type", spelling])
+    assert args.mode == mode

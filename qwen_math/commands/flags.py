@@ -24,6 +24,22 @@ from qwen_math.config import (
 
 MODES = ("cot", "pot", "tir")
 
+#: The official Qwen2.5-Math / ToRA ``--prompt_type`` values, accepted as spellings of a mode.
+MODE_ALIASES: dict[str, str] = {
+    "qwen25-math-cot": "cot",
+    "qwen-boxed": "cot",
+    "cot": "cot",
+    "tool-integrated": "tir",
+    "tora": "tir",
+    "pal": "pot",
+    "program_only": "pot",
+}
+
+
+def mode_name(text: str) -> str:
+    """``--mode`` value: one of ``MODES`` or an official ``--prompt_type`` spelling of one."""
+    return MODE_ALIASES.get(text, text)
+
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sampling")
@@ -46,8 +62,10 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_mode_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", "--prompt_type", dest="mode", default="cot", choices=MODES,
+                        type=mode_name,
                         help="reasoning mode: chain of thought, program of thought, "
-                             "tool-integrated (default cot)")
+                             "tool-integrated (default cot); the official --prompt_type names "
+                             "(qwen25-math-cot, tool-integrated, pal) are accepted too")
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
