@@ -729,11 +729,18 @@ def compare_relations(pred: Any, gold: Any) -> bool | None:
     if isinstance(pred, Relation):
         # the prediction states "expression = value" for a plain gold: its value is the answer
         # (the reverse is not true: a gold equation is itself the answer)
-        value = pred_value if pred_value is not None else (pred.rhs if pred.op == "=" else None)
+        value = pred_value if pred_value is not None else (
+            pred.rhs if pred.op == "=" and is_formula(pred.lhs) else None)
         return value is not None and nodes_equal(parse_node(value), gold)
     if isinstance(gold, Relation):
         return gold_value is not None and nodes_equal(pred, parse_node(gold_value))
     return None
+
+
+def is_formula(text: str) -> bool:
+    """Math only: no bare ``$`` and no prose words (``\\max$ at $x`` is not a formula)."""
+    words = [w for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}", text) if w.lower() not in LATEX_WORDS]
+    return not re.search(r"(?<!\\)\$", text) and not words
 
 
 def assigned_value(node: Any) -> str | None:
