@@ -55,7 +55,8 @@ POLICIES: dict[str, ExtractionPolicy] = {
 BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*")
 TOOL_BLOCK = re.compile(r"```(python|output)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 ANCHOR = re.compile(
-    r"(?:final answer is|the answer is|final answer:|answer is:|\banswer:|####(?=\s*[-\d$\\])|答案是|答案为)\s*[:：]?\s*",
+    r"(?:final answer is|the answer is|answer is:|\banswer\s*\**\s*[:：]|####(?=\s*[-\d$\\])|答案是|答案为)"
+    r"\s*\**\s*[:：]?[\s*]*",
     re.I,
 )
 SENTENCE_END = re.compile(r"(?<!\d)\.(?=\s|$)|(?<=\d)\.(?=\s+[A-Z]|\s*$)|\n|(?<=[)\]$])\.|\s+I hope")

@@ -128,7 +128,7 @@ FORMATTING_COMMANDS = ("boxed", "fbox", "mathbf", "textbf", "bf", "mathrm", "tex
                        "text", "mbox", "textnormal", "mathit", "textit", "operatorname",
                        "mathsf", "textsf", "hbox", "emph", "underline", "mathbb")
 
-DELIMITERS = re.compile(r"^\s*(\$\$|\$|\\\(|\\\[|\\?[\"“])\s*|\s*(\$\$|\$|\\\)|\\\]|\\?[\"”])\s*$")
+DELIMITERS = re.compile(r"^\s*(\$\$|\$|\\\(|\\\[|\\?[\"“]|\*\*)\s*|\s*(\$\$|\$|\\\)|\\\]|\\?[\"”]|\*\*)\s*$")
 
 DEGREE = re.compile(r"\s*(\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\^\s*\{\s*o\s*\})\s*")
 PERCENT = re.compile(r"\s*(\\%|%|\\text\{\s*\\?%\s*\}|\s+percent(age)?|\s+pct)\s*$", re.I)

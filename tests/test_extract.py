@@ -31,6 +31,9 @@ from eval.normalize import normalize_answer
     ("Final Answer: The largest $n$ is 34.", None, "34"),
     ("Natalia sold 48+24 = 72 clips.\n#### 72", "gsm8k", "72"),
     ("所以答案是 12", None, "12"),
+    ("**Answer:** 42", None, "42"),  # markdown around the anchor
+    ("**Final Answer**: 42", None, "42"),
+    ("The answer is: **7**", None, "7"),
     # a box, then a later final-answer statement overrides it (Math-Verify numina case)
     ("$0.05 \\cdot 10,200 = \\boxed{255}$ so $10,455. The final answer is $10,455$.", None, "10,455"),
     ("so \\boxed{5}. Therefore, the answer is correct.", None, "5"),  # a word does not override
