@@ -150,6 +150,7 @@ class Number:
     value: Fraction
     places: int | None = None  # None: exact (integer or fraction); else a written decimal
     percent: bool = False
+    irrational: bool = False  # ``value`` is a 40-digit stand-in for a closed form like 2*pi
 
     def readings(self) -> list[tuple[Fraction, int | None]]:
         found = [(self.value, self.places)]
@@ -551,14 +552,16 @@ NODE_PARSERS = (
 
 
 def numbers_equal(pred: Number, gold: Number) -> bool:
+    irrational = pred.irrational or gold.irrational
     return any(
-        values_close(p, p_places, g, g_places)
+        values_close(p, p_places, g, g_places, irrational=irrational)
         for p, p_places in pred.readings()
         for g, g_places in gold.readings()
     )
 
 
-def values_close(p: Fraction, p_places: int | None, g: Fraction, g_places: int | None) -> bool:
+def values_close(p: Fraction, p_places: int | None, g: Fraction, g_places: int | None, *,
+                 irrational: bool = False) -> bool:
     """Exact for exact values; half a unit in the last place of the decimal approximation."""
     if p == g:
         return True
@@ -573,8 +576,21 @@ def values_close(p: Fraction, p_places: int | None, g: Fraction, g_places: int |
     approximation = g if places == g_places else p
     if significant_digits(approximation, places) < MIN_SIGNIFICANT_DIGITS:
         return False  # 0.3 is too coarse to stand for 1/3
-    tolerance = Fraction(1, 2 * 10**places) + abs(g) * Fraction(1, 10**12)
-    return abs(p - g) <= tolerance
+    exact = [v for v, v_places in ((p, p_places), (g, g_places)) if v_places is None]
+    if exact and not irrational and terminates(exact[0]):
+        return False  # 5/4 has an exact decimal (1.25): 1.2 or 1.3 is not it
+    difference = abs(p - g)
+    float_noise = abs(g) * Fraction(1, 10**12)
+    return difference < Fraction(1, 2 * 10**places) or difference <= float_noise  # a tie is no match
+
+
+def terminates(value: Fraction) -> bool:
+    """Whether ``value`` has a finite decimal expansion (denominator 2^a 5^b)."""
+    denominator = value.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    return denominator == 1
 
 
 def significant_digits(value: Fraction, places: int) -> int:
@@ -847,16 +863,18 @@ def expression_matches_decimal(pred: Any, gold: Any) -> bool:
 
     expr, decimal = (pred, gold) if isinstance(pred, Expr) else (gold, pred)
     try:
-        value = sympy.N(latex_to_sympy(expr.latex), 40)
+        closed_form = latex_to_sympy(expr.latex)
+        value = sympy.N(closed_form, 40)
         if not (value.is_number and value.is_real and value.is_finite):
             return False
-        exact = Fraction(str(sympy.Rational(value)))
+        rational = closed_form.is_rational is True
+        exact = Fraction(str(sympy.nsimplify(closed_form) if rational else sympy.Rational(value)))
     except ComparisonTimeout:
         raise
     except Exception as exc:  # noqa: BLE001 - unparsable LaTeX is a wrong answer
         log.debug("numeric evaluation failed: %s", exc)
         return False
-    return numbers_equal(Number(exact, None, expr.percent), decimal)
+    return numbers_equal(Number(exact, None, expr.percent, irrational=not rational), decimal)
 
 
 def sympy_values_equal(a: Any, b: Any) -> bool:

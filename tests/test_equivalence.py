@@ -55,6 +55,9 @@ from eval.normalize import normalize_answer
     ("0.0833333333333333", "\\frac{1}{12}", True),
     ("0.33", "\\frac{1}{3}", True),
     ("0.3", "\\frac{1}{3}", False),
+    ("1.2", "1\\frac{1}{4}", False),  # 5/4 is exactly 1.25: no rounding tolerance
+    ("1.25", "1.2", False),  # a tie rounds either way: no match
+    ("1.24", "1.2", True),
     ("13.2", "13.18", False),  # coarser than the gold decimal
     ("2\\pi", "6.28", True),
     ("\\sqrt{17}", "4.123105625617661", True),
