@@ -19,6 +19,8 @@ import atexit
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +81,31 @@ def grade_item(item: Sequence[Any], timeout: float) -> Grade:
 
 
 # --- worker side ---------------------------------------------------------------------------
+
+
+def worker_main(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Grade], parent_pid: int) -> None:
+    """A worker process: die with the parent (even a SIGKILLed one), then serve ``worker_loop``.
+
+    Without the parent-death signal a worker would outlive a killed parent forever: it holds
+    inherited copies of its siblings' pipe ends, so its own pipe never reports EOF.
+    """
+    kill_me_when_parent_dies()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        return
+    worker_loop(conn, grade_fn)
+
+
+def kill_me_when_parent_dies() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)`` where Linux offers it; a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError) as exc:
+        log.debug("PR_SET_PDEATHSIG unavailable: %s", exc)
 
 
 def worker_loop(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Grade]) -> None:
@@ -163,7 +190,9 @@ class GraderPool:
 
     def _spawn(self) -> _Worker:
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(target=worker_loop, args=(child_end, self.grade_fn), daemon=True)
+        process = self._context.Process(
+            target=worker_main, args=(child_end, self.grade_fn, os.getpid()), daemon=True
+        )
         process.start()
         child_end.close()
         return _Worker(process, parent_end)

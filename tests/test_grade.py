@@ -100,3 +100,37 @@ def test_default_pool_is_one_lazy_object():
 def test_pool_rejects_bad_worker_count():
     with pytest.raises(ValueError, match="workers"):
         GraderPool(0)
+
+
+# --- workers die with their parent (regression: orphans left by a SIGKILLed `qwen-math eval`) ---
+def test_workers_die_when_the_parent_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "from eval.grade import GraderPool\n"
+        "pool = GraderPool(2); pool.start()\n"
+        "print(' '.join(str(w.process.pid) for w in pool._workers), flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+    assert os.getpid()  # the test process itself is untouched
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
