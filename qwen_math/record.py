@@ -16,7 +16,7 @@ What it deliberately does not do: grade, extract or write files (callers own I/O
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -41,6 +41,15 @@ class Turn:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def transcript(turns: Sequence[Turn]) -> str:
+    """The text after the prompt: every turn's model text followed by what was appended to it."""
+    return "".join(turn.text + turn.appended for turn in turns)
+
+
+def count_tool_calls(turns: Sequence[Turn]) -> int:
+    return sum(1 for turn in turns if turn.code is not None)
 
 
 @dataclass(frozen=True)
@@ -73,11 +82,11 @@ class SampleRecord:
     @property
     def response(self) -> str:
         """The full transcript the model produced, tool outputs included."""
-        return "".join(turn.text + turn.appended for turn in self.turns)
+        return transcript(self.turns)
 
     @property
     def tool_calls(self) -> int:
-        return sum(1 for turn in self.turns if turn.code is not None)
+        return count_tool_calls(self.turns)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

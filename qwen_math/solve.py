@@ -27,7 +27,7 @@ from qwen_math.backends.base import Backend
 from qwen_math.config import DEFAULT_MAX_TOOL_CALLS, SamplingConfig, default_sampling
 from qwen_math.errors import UsageError
 from qwen_math.prompts import check_prompt_style
-from qwen_math.record import Turn
+from qwen_math.record import Turn, count_tool_calls, transcript
 from qwen_math.strategies import make_strategy
 from qwen_math.strategies.base import Trajectory
 from qwen_math.strategies.runner import (
@@ -68,11 +68,11 @@ class SampleResult:
     @property
     def response(self) -> str:
         """The whole transcript after the prompt, tool outputs included."""
-        return "".join(turn.text + turn.appended for turn in self.turns)
+        return transcript(self.turns)
 
     @property
     def tool_calls(self) -> int:
-        return sum(1 for turn in self.turns if turn.code is not None)
+        return count_tool_calls(self.turns)
 
     def to_json(self) -> dict[str, Any]:
         return {

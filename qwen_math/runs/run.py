@@ -490,8 +490,7 @@ def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, s
 def build_record(config: EvalConfig, dataset: str, problem: Any, result: Any, grader: Any) -> SampleRecord:
     """The graded record of one finished sample."""
     turns = tuple(result.turns)
-    response = "".join(t.text + t.appended for t in turns)
-    verdict = grader.grade(response=response, answer=result.answer, gold=problem.gold, dataset=dataset,
+    verdict = grader.grade(response=result.response, answer=result.answer, gold=problem.gold, dataset=dataset,
                            mode=config.mode)
     return SampleRecord(
         dataset=dataset,

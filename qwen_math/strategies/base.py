@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from qwen_math.backends.base import Completion
-from qwen_math.record import Turn
+from qwen_math.record import Turn, transcript
 
 #: The stop string after which the engine runs the model's code (two tokens: stop on text).
 OUTPUT_FENCE = "```output"
@@ -85,7 +85,7 @@ class Trajectory:
     @property
     def transcript(self) -> str:
         """Everything after the prompt: generated text and spliced tool output."""
-        return "".join(turn.text + turn.appended for turn in self.turns)
+        return transcript(self.turns)
 
     @property
     def next_prompt(self) -> str:
