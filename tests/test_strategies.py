@@ -111,6 +111,13 @@ def test_boxed_answer_before_output_request_finishes(backend):
     assert t.finish_reason == "stop" and t.tool_calls == 0 and t.answer == "42"
 
 
+def test_code_block_then_eos_runs_the_code(backend):
+    # the official evaluation runs a response that ends right after a ```python block
+    [t] = run(backend(["Let me compute.\n```python\nprint(6 * 7)\n```", "\\boxed{42}"]))
+    assert t.tool_calls == 1 and t.turns[0].status == "ok" and t.answer == "42"
+    assert t.turns[0].appended == "\n```output\n42\n```\n"
+
+
 def test_output_request_without_code_finishes(backend):
     [t] = run(backend(["no code here\n```output"]))
     assert t.finish_reason == "stop" and t.tool_calls == 0

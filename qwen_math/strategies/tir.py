@@ -3,8 +3,9 @@
 The state machine of one trajectory (``TirStrategy``), one step per event:
 
 1. generate until "```output" or the end of the answer;
-2. the generation ended otherwise (EOS, length, another stop), or its prose already holds a
-   ``\\boxed{}`` final answer: finish with that reason;
+2. the generation neither stopped at "```output" nor ended (EOS) right after a closed
+   ```python block (the official evaluation runs such a block too), or its prose already holds
+   a ``\\boxed{}`` final answer: finish with that reason;
 3. it asked for execution but its text has no complete ```python block: finish;
 4. ``max_tool_calls`` programs have already run: finish with ``tool_limit``;
 5. run the last ```python block of this turn in the trajectory's own sandbox ``Session``
@@ -58,7 +59,7 @@ class TirStrategy:
 
     def after_generation(self, trajectory: Trajectory, completion: Completion) -> Action:
         # 2) not a request for execution, or a final answer already given
-        if completion.stop_string != OUTPUT_FENCE or has_final_answer(completion.text):
+        if not requests_execution(completion) or has_final_answer(completion.text):
             return Finish(completion.finish_reason)
         # 3) nothing to run
         code = last_python_block(completion.text)
@@ -78,9 +79,11 @@ class TirStrategy:
     def after_execution(self, trajectory: Trajectory, code: str, result: Any) -> Action:
         # 6) splice the output into the transcript and continue
         output = result.model_output()
+        turn = trajectory.turns[-1]
+        separator = "" if turn.text.endswith("\n") else "\n"
         trajectory.turns[-1] = replace(
-            trajectory.turns[-1], code=code, status=result.status, output=output,
-            appended=output_block(output), exec_duration_s=result.duration_s,
+            turn, code=code, status=result.status, output=output,
+            appended=separator + output_block(output), exec_duration_s=result.duration_s,
         )
         return Generate()
 
@@ -95,6 +98,19 @@ def output_block(output: str) -> str:
     from sandbox import escape_fences
 
     return f"{OUTPUT_FENCE}\n{escape_fences(output.rstrip())}\n```\n"
+
+
+def requests_execution(completion: Completion) -> bool:
+    """Stopped at "```output", or ended (EOS) with a closed ```python block as its last text."""
+    if completion.stop_string == OUTPUT_FENCE:
+        return True
+    return completion.finish_reason == "eos" and ends_with_python_block(completion.text)
+
+
+def ends_with_python_block(text: str) -> bool:
+    stripped = text.rstrip()
+    code = last_python_block(stripped)
+    return code is not None and stripped.endswith("```") and stripped.rfind("```python") > stripped.rfind("```output")
 
 
 def has_final_answer(text: str) -> bool:
