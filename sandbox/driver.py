@@ -179,7 +179,8 @@ def remove_tree(path: str) -> None:
     def make_writable_and_retry(func, failed_path, _exc):
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(failed_path) or ".", 0o700)
-            os.chmod(failed_path, 0o700)
+            if not os.path.islink(failed_path):  # chmod follows links: never out of the tree
+                os.chmod(failed_path, 0o700)
             func(failed_path)
 
     if os.path.lexists(path):
@@ -336,13 +337,24 @@ class Driver:
 
     def clean_up_after_death(self) -> None:
         """A killed driver cannot remove its work dirs and cgroups; its user does (its
-        sessions are gone: each holds a parent-death SIGKILL)."""
+        sessions hold a parent-death SIGKILL; anything left in their cgroups is killed)."""
+        from sandbox.isolation import kill_cgroup
+
         hello = self.hello if isinstance(getattr(self, "hello", None), dict) else {}
+        for base in hello.get("cgroups", []):
+            for child in Path(base).glob("s*"):
+                kill_cgroup(str(child))
         if hello.get("workbase"):
             remove_tree(hello["workbase"])
         for base in hello.get("cgroups", []):
             for child in Path(base).glob("s*"):
-                with contextlib.suppress(OSError):
-                    child.rmdir()
+                for _ in range(50):  # a killed process leaves its cgroup a moment later
+                    try:
+                        child.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        os.sched_yield()
             with contextlib.suppress(OSError):
                 os.rmdir(base)

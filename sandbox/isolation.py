@@ -5,7 +5,8 @@ binding, whether a uid drop is possible) and, inside a freshly forked session pr
 the layers in order: rlimits, cgroup memory/pids, network namespace, uid drop, no-new-privs,
 Landlock (read-only Python tree, read-write work dir, TCP and signal scoping), and last a
 seccomp filter (no fork/exec/clone, sockets, kill/ptrace, mount/namespace, rlimit or uid
-changes). Every layer reports `(active, detail)`; none raises, so the caller decides whether
+changes, signal timers, SIGIO owners, clearing the parent-death signal; command arguments
+compared on their low 32 bits, as the kernel reads them). Every layer reports `(active, detail)`; none raises, so the caller decides whether
 the minimum is met. Also the driver-side helpers that kill and clean up a session's cgroup.
 
 What it deliberately does not do: the policy layer (`sandbox.policy`), fork or talk to
@@ -165,9 +166,27 @@ DENIED_SYSCALLS = (
     "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify",
     "mq_getsetattr",
     "modify_ldt", "move_pages", "migrate_pages",
+    # timers that run a signal handler between cells, outside any deadline
+    "alarm", "setitimer", "timer_create",
+    # anonymous files: memory neither RLIMIT_AS nor a work-dir quota sees
+    "memfd_create",
+    # metadata changes Landlock does not mediate (times, xattrs, modes, owners by path): a
+    # world-writable file anywhere would otherwise get a new mtime or an xattr
+    "utime", "utimes", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+    "lremovexattr", "fremovexattr", "chmod", "fchmodat", "chown", "lchown", "fchownat",
 )
+# Syscalls newer than the libseccomp on these hosts knows by name (the same numbers on x86-64
+# and arm64): fchmodat2, setxattrat, removexattrat, open_tree_attr, file_setattr.
+DENIED_SYSCALL_NUMBERS = {"x86_64": (452, 463, 466, 467, 469), "aarch64": (452, 463, 466, 467, 469)}
 # fcntl commands that make the kernel signal another process (SIGIO/SIGURG to an owner).
 DENIED_FCNTL = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
+# ioctl commands: TIOCSTI pushes input into a terminal; FIOSETOWN/SIOCSPGRP are F_SETOWN.
+DENIED_IOCTL = (0x5412, 0x8901, 0x8902)
+# prctl options: PR_SET_PDEATHSIG (clearing it lets a session outlive a killed driver).
+DENIED_PRCTL = (1,)
+# The kernel reads these commands as 32-bit ints: compare only the low 32 bits, or
+# `(1 << 32) | F_SETOWN` would pass the filter and still be F_SETOWN.
+_LOW_32 = 0xFFFFFFFF
 
 
 def _seccomp_binding():
@@ -189,12 +208,18 @@ def build_seccomp_filter():
             filt.add_rule(deny, name)
         except (OSError, ValueError, RuntimeError):
             continue  # not a syscall on this architecture
+    import platform
+
+    for number in DENIED_SYSCALL_NUMBERS.get(platform.machine(), ()):
+        filt.add_rule(deny, number)
     # prlimit64 may read limits (getrlimit) but never set them.
     filt.add_rule(deny, "prlimit64", pyseccomp.Arg(2, pyseccomp.NE, 0))
-    # TIOCSTI pushes input into a terminal.
-    filt.add_rule(deny, "ioctl", pyseccomp.Arg(1, pyseccomp.EQ, 0x5412))
-    for command in DENIED_FCNTL:
-        filt.add_rule(deny, "fcntl", pyseccomp.Arg(1, pyseccomp.EQ, command))
+    # utimensat by path (os.utime) is refused; on an open fd (futimens) it stays allowed.
+    filt.add_rule(deny, "utimensat", pyseccomp.Arg(1, pyseccomp.NE, 0))
+    for syscall, arg, commands in (("ioctl", 1, DENIED_IOCTL), ("fcntl", 1, DENIED_FCNTL),
+                                   ("prctl", 0, DENIED_PRCTL)):
+        for command in commands:
+            filt.add_rule(deny, syscall, pyseccomp.Arg(arg, pyseccomp.MASKED_EQ, _LOW_32, command))
     return filt
 
 
@@ -299,14 +324,19 @@ def _cgroup_procs(path: str) -> list[int]:
         return []
 
 
+def kill_cgroup(path: str) -> None:
+    """SIGKILL every process listed in the cgroup directory `path`."""
+    for pid in _cgroup_procs(path):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def kill_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
     """SIGKILL every process left in the session's cgroups (escapees of its process group)."""
     for path in set(_session_cgroup_paths(dirs, sid)):
-        for pid in _cgroup_procs(path):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_cgroup(path)
 
 
 def _counter(path: str, key: str | None = None) -> int:

@@ -55,6 +55,9 @@ BLOCKED_ATTRIBUTES = frozenset(INSPECT_ATTRIBUTES) | frozenset({
     "__class_getitem__", "__getstate__", "__setstate__", "__qualname__", "gi_running",
     "f_lineno", "tb_lasti", "co_consts", "co_names", "func_globals", "im_func",
     "attrgetter", "methodcaller", "Formatter", "_getframe", "modules",
+    # typing evaluates string annotations with plain `eval` (no attribute guards; with
+    # `globalns={}` even the real builtins)
+    "get_type_hints", "ForwardRef", "_evaluate", "_eval_type",
 })
 # Module-level names that user code must not rebind (the guards the transformer calls).
 RESERVED_NAMES = frozenset({
@@ -113,6 +116,10 @@ class RelaxedPolicy(RestrictingNodeTransformer):
         for alias in node.names:
             if alias.name != "*":
                 self.check_name(node, alias.asname or alias.name.split(".")[0])
+                # `from operator import attrgetter as g`: the imported name counts too
+                for part in alias.name.split("."):
+                    if part in BLOCKED_ATTRIBUTES:
+                        self.error(node, f'import of "{alias.name}" is not allowed.')
         return self.node_contents_visit(node)
 
     def visit_Attribute(self, node):
@@ -281,6 +288,8 @@ def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
         raise PolicyImportError(f"import of '{name}' is not allowed in the sandbox")
     module = builtins.__import__(name, globals, locals, fromlist, 0)
     for item in fromlist or ():
+        if item in BLOCKED_ATTRIBUTES:
+            raise PolicyImportError(f"import of '{item}' is not allowed in the sandbox")
         if item != "*":
             value = getattr(module, item, None)
             if isinstance(value, types.ModuleType):

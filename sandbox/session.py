@@ -267,7 +267,7 @@ class Session:
             if rest or reply.get("seq") != self._seq or not all(f is None or isinstance(f, str) for f in fields):
                 raise ValueError("unexpected reply")
             return ExecResult(reply["status"], exchange.stdout(), *fields[:1], duration, *fields[1:])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # nested '[[[['
             self._end_process()
             return ExecResult("crashed", exchange.stdout(), "the session sent a malformed reply",
                               duration, "protocol")
