@@ -174,10 +174,14 @@ DENIED_SYSCALLS = (
     # world-writable file anywhere would otherwise get a new mtime or an xattr
     "utime", "utimes", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
     "lremovexattr", "fremovexattr", "chmod", "fchmodat", "chown", "lchown", "fchownat",
+    # whole-system writeback on demand (an I/O storm for every other tenant)
+    "sync",
 )
 # Syscalls newer than the libseccomp on these hosts knows by name (the same numbers on x86-64
-# and arm64): fchmodat2, setxattrat, removexattrat, open_tree_attr, file_setattr.
-DENIED_SYSCALL_NUMBERS = {"x86_64": (452, 463, 466, 467, 469), "aarch64": (452, 463, 466, 467, 469)}
+# and arm64): fchmodat2, statmount and listmount (the host's mount table), setxattrat,
+# removexattrat, open_tree_attr, file_setattr.
+_NEW_DENIED = (452, 457, 458, 463, 466, 467, 469)
+DENIED_SYSCALL_NUMBERS = {"x86_64": _NEW_DENIED, "aarch64": _NEW_DENIED}
 # fcntl commands that make the kernel signal another process (SIGIO/SIGURG to an owner).
 DENIED_FCNTL = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
 # ioctl commands: TIOCSTI pushes input into a terminal; FIOSETOWN/SIOCSPGRP are F_SETOWN.

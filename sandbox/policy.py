@@ -2,7 +2,8 @@
 
 What it does: compiles model-written code with a RestrictedPython transformer relaxed enough
 for real math programs (star imports, augmented assignment on items and attributes, dunder
-methods, annotations, `nonlocal`, `match`, `sorted`/`zip`/`str.format`,
+methods, annotations, `nonlocal`, `match` (class patterns by public keyword attributes
+only), `sorted`/`zip`/`str.format`,
 `if __name__ == "__main__":`), and closes
 the usual introspection escapes (`__subclasses__`, `__globals__`, frame/generator/traceback
 attributes, attribute traversal inside format strings) and imports outside an allow-list.
@@ -153,7 +154,29 @@ class RelaxedPolicy(RestrictingNodeTransformer):
         return self.node_contents_visit(node)
 
     visit_match_case = visit_MatchValue = visit_MatchSingleton = visit_MatchSequence = visit_Match
-    visit_MatchMapping = visit_MatchClass = visit_MatchStar = visit_MatchAs = visit_MatchOr = visit_Match
+    visit_MatchOr = visit_Match
+
+    def visit_MatchClass(self, node):
+        # `case object(__globals__=g)` reads attributes without `_getattr_`: no private ones.
+        # Positional sub-patterns read the names in `__match_args__`, which a class built by
+        # `type(...)` with an `__instancecheck__` metaclass picks at run time: none at all.
+        if node.patterns:
+            self.error(node, "positional sub-patterns in class patterns are not allowed "
+                             "(use keyword patterns).")
+        for attr in node.kwd_attrs:
+            if attr.startswith("_") or attr in BLOCKED_ATTRIBUTES or name_is_reserved(attr):
+                self.error(node, f'match on attribute "{attr}" is not allowed.')
+        return self.node_contents_visit(node)
+
+    def visit_MatchAs(self, node):
+        self.check_name(node, node.name)  # `case _getattr_:` would rebind a guard
+        return self.node_contents_visit(node)
+
+    visit_MatchStar = visit_MatchAs
+
+    def visit_MatchMapping(self, node):
+        self.check_name(node, node.rest)
+        return self.node_contents_visit(node)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,8 +268,10 @@ def guarded_getattr(obj, name, *default):
         raise TypeError("attribute name must be string")
     if name in BLOCKED_ATTRIBUTES or name_is_reserved(name):
         raise PolicyAttributeError(f"access to attribute '{name}' is not allowed in the sandbox")
-    if name[:1] == "_" and isinstance(obj, types.ModuleType) and not _is_dunder(name):
-        raise PolicyAttributeError(f"access to private module attribute '{name}' is not allowed")
+    if isinstance(obj, types.ModuleType):
+        if name[:1] == "_" and not _is_dunder(name):
+            raise PolicyAttributeError(f"access to private module attribute '{name}' is not allowed")
+        check_module(obj)  # a disallowed module obtained some other way stays unusable
     if name in _STR_TYPE_FORMAT:
         if isinstance(obj, str):
             return _format_method(obj)[name]

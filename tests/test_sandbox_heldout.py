@@ -115,6 +115,9 @@ ATTACKS = [
     case(syscall(38, 0, 1, 0), *DENIED, id="setitimer-background-handler", marks=X86_64),
     case(syscall(37, 1), *DENIED, id="alarm", marks=X86_64),
     case(syscall(222, 0, 0, 0), *DENIED, id="timer-create", marks=X86_64),
+    case(syscall(162), *DENIED, id="sync-whole-system", marks=X86_64),
+    case(syscall(458, 0, 0, 0, 0), *DENIED, id="listmount-host-table", marks=X86_64),
+    case(syscall(457, 0, 0, 0, 0), *DENIED, id="statmount", marks=X86_64),
     case(shellcode(FORK_X86_64), *DENIED, id="shellcode-fork", marks=X86_64),
     case(shellcode(FORK_I386), {"crashed"}, id="shellcode-int80-fork", marks=X86_64),
     case(raw("import os, ctypes\nfd = os.open('.', os.O_RDONLY)\nlibc = ctypes.CDLL(None, use_errno=True)\n"
@@ -150,6 +153,10 @@ ATTACKS = [
     case(raw("import os\nos.setxattr('VICTIM/file.txt', 'user.pwned', b'1')\nprint('PWNED')"), ERR,
          id="setxattr-outside"),
     case(raw("import os\nos.chmod('VICTIM', 0o700)\nprint('PWNED')"), ERR, id="chmod-outside"),
+    case(syscall(452, -100, 0, 0o777, 0), *DENIED, id="fchmodat2", marks=X86_64),
+    case(syscall(463, -100, 0, 0, 0, 0), *DENIED, id="setxattrat", marks=X86_64),
+    case(raw("import os\nos.stat('VICTIM/file.txt')\nprint('metadata only')"), {"ok", "error"},
+         id="stat-outside-is-metadata-only"),
     case(raw("import os\nos.link('VICTIM/file.txt', 'hard')\nprint('PWNED')"), ERR, id="hardlink-in"),
     case(raw("import os, ctypes\nfd = os.open('VICTIM/file.txt', os.O_PATH)\nlibc = ctypes.CDLL(None)\n"
              "print('PWNED' if libc.linkat(fd, b'', -100, b'hard', 0x1000) == 0 else 'denied')"),
@@ -219,6 +226,18 @@ ATTACKS = [
     case("def f(x=print):\n    return x.__self__\nf()", BLOCKED, id="default-arg-self"),
     case("M = type('M', (type,), {})\nA = M('A', (), {})\nprint(A.__name__)", {"ok", "blocked"},
          id="type-three-args-metaclass"),
+    # -- match statements read attributes without `_getattr_` (class patterns, captures)
+    case("import sympy\nmatch sympy.sympify:\n    case object(__globals__=g):\n        b = g['__builtins__']\n"
+         "print(b['__import__']('os').getcwd())", BLOCKED, id="match-kwd-globals"),
+    case("import sympy\nmatch sympy.utilities.misc:\n    case object(os=o):\n        print(o.getcwd())", BLOCKED,
+         id="match-kwd-module"),
+    case("import sympy\nM = type('M', (type,), {'__instancecheck__': lambda c, i: True})\n"
+         "C = M('C', (), {'__match_args__': ('__globals__',)})\nmatch sympy.sympify:\n    case C(g):\n"
+         "        print(g['__builtins__']['open']('/etc/passwd').read())", BLOCKED, id="match-args-instancecheck"),
+    case("match ():\n    case object(__class__=c):\n        print(c)", BLOCKED, id="match-kwd-dunder"),
+    case("match print:\n    case _getattr_:\n        pass", BLOCKED, id="match-capture-guard"),
+    case("match {'a': 1}:\n    case {**_write_}:\n        pass", BLOCKED, id="match-rest-guard"),
+    case("try:\n    1/0\nexcept Exception as _getattr_:\n    pass", BLOCKED, id="except-as-guard"),
     case("import sys\nsys.setprofile(print)", ERR, id="setprofile"),
     case("import sys\nsys.settrace(print)", ERR, id="settrace"),
     case("import sys\nprint(sys.exc_info())", ERR, id="exc-info"),
@@ -244,6 +263,11 @@ ATTACKS = [
          "parse_expr(\"__import__('os').system('touch VICTIM/parsed')\")", {"ok", "error"}, id="parse-expr"),
     case("import numpy as np\nopen('p.npy', 'wb').write(b\"cos\\nsystem\\n(S'touch VICTIM/np'\\ntR.\")\n"
          "np.load('p.npy', allow_pickle=True)", {"ok", "error"}, id="numpy-load-pickle"),
+    case("import numpy as np\nnp.fromfile('/etc/passwd', dtype='u1')", CONTAINED, id="numpy-fromfile"),
+    case("import numpy as np\nnp.loadtxt('/etc/hostname', dtype=str)", ERR, id="numpy-loadtxt"),
+    case("import numpy as np\nnp.memmap('/etc/passwd', mode='r')", ERR, id="numpy-memmap"),
+    case("import numpy as np\nnp.save('/tmp/qwen-pwned.npy', np.zeros(1))", ERR, id="numpy-save-tmp"),
+    case("import numpy as np\nnp.savetxt('VICTIM/planted.txt', np.zeros(1))", ERR, id="numpy-savetxt-victim"),
     case("import mpmath\nprint(mpmath.mpmathify(\"__import__('os')\"))", {"error", "blocked"}, id="mpmath-string"),
     case("from functools import singledispatch\n@singledispatch\ndef f(x): pass\n"
          "@f.register\ndef _(x: \"[c for c in ().__class__.__base__.__subclasses__() "
@@ -434,3 +458,15 @@ def test_session_does_not_outlive_a_killed_driver():
         runner.join()
         session.close()
     assert survivors(sid) == []
+
+
+# -- what the match restrictions leave working (sequence, mapping, value, keyword patterns)
+@pytest.mark.parametrize("code, stdout", [
+    ("match (1, 2):\n    case (a, b):\n        print(a + b)", "3\n"),
+    ("match {'k': 2, 'j': 3}:\n    case {'k': v, **rest}:\n        print(v, rest)", "2 {'j': 3}\n"),
+    ("from fractions import Fraction\nmatch Fraction(1, 2):\n    case Fraction(numerator=1, denominator=d):\n"
+     "        print(d)", "2\n"),
+    ("match 5:\n    case int() if 5 > 3:\n        print('big')", "big\n"),
+])
+def test_match_patterns_math_code_uses_still_work(pool, code, stdout):
+    assert pool.run_code(code).stdout == stdout
