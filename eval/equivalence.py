@@ -25,6 +25,7 @@ or run in parallel (``eval.grade``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -179,8 +180,17 @@ class Time:
 
 @dataclass(frozen=True)
 class BaseNumeral:
+    """Digits in base ``base``, with a sign and a fractional part (``-221_3``, ``0.0011_2``)."""
+
     digits: str
     base: int
+
+    def value(self) -> Fraction:
+        """The numeral's value (raises ``ValueError`` for a digit the base does not have)."""
+        sign, digits = (-1, self.digits[1:]) if self.digits.startswith("-") else (1, self.digits.lstrip("+"))
+        whole, _, fraction = digits.partition(".")
+        value = int(whole + fraction, self.base)
+        return sign * Fraction(value, self.base ** len(fraction))
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,7 @@ class Seq:
     items: tuple[Any, ...]
     opener: str = ""
     closer: str = ""
+    var: str = ""  # the symbol it is the value of: ``x = 1, 2``, ``x \\in [2, 5)``
 
 
 @dataclass(frozen=True)
@@ -231,8 +242,8 @@ SCIENTIFIC = re.compile(
 FRACTION = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
 SLASH = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
 MIXED = re.compile(r"([+-]?)(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
-BASE = re.compile(r"(\d+|[0-9A-Z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
-TIME = re.compile(r"(\d{1,2}):(\d{2})\s*(?:([ap])\.?\s*m\.?)?", re.I)
+BASE = re.compile(r"([+-]?[0-9A-Z]+(?:\.[0-9A-Z]+)?)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
+TIME = re.compile(r"(\d{1,2})(?::(\d{2})\s*(?:([ap])\.?\s*m\.?)?|\s*([ap])\.?\s*m\.?)", re.I)
 RELATION_OPS = (("\\leq", "<="), ("\\geq", ">="), ("\\ne", "!="), ("<=", "<="), (">=", ">="),
                 ("!=", "!="), ("=", "="), ("<", "<"), (">", ">"), ("\\equiv", "="))
 RELATION_SPLIT = re.compile(r"\\leq(?![a-z])|\\geq(?![a-z])|\\ne(?![a-z])|<=|>=|!=|\\approx|=|<|>")
@@ -350,8 +361,8 @@ def parse_time(text: str, percent: bool) -> Time | None:
     match = TIME.fullmatch(text)
     if not match:
         return None
-    half = (match.group(3) or "").lower()
-    return Time(int(match.group(1)), int(match.group(2)), half + "m" if half else "")
+    half = (match.group(3) or match.group(4) or "").lower()  # "9 a.m." is 9:00 a.m.
+    return Time(int(match.group(1)), int(match.group(2) or 0), half + "m" if half else "")
 
 
 def parse_words_list(text: str, percent: bool) -> Seq | None:
@@ -376,10 +387,13 @@ def parse_comma_list(text: str, percent: bool) -> Seq | None:
     parts = split_top_level(text, ",")
     if len(parts) < 2 or any(not p.strip() for p in parts):
         return None
+    var = ""
     if any(has_relation(p) for p in parts) and not all(has_relation(p) for p in parts):
         # "x = 1, 2" -> lhs applies to the first item only; keep the items as values
+        if lone_rhs(parts[0]) != parts[0]:
+            var = split_relations(parts[0])[0][0].strip()
         parts = [lone_rhs(p) if has_relation(p) else p for p in parts]
-    return Seq("list", tuple(parse_node(p) for p in parts))
+    return Seq("list", tuple(parse_node(p) for p in parts), var=var)
 
 
 def lone_rhs(text: str) -> str:
@@ -522,7 +536,8 @@ def parse_membership(text: str, percent: bool) -> Any:
     match = re.fullmatch(r"([A-Za-z](?:_\{?\w+\}?)?)\s*\\in\s*(.+)", text, re.S)
     if not match:
         return None
-    return parse_node(match.group(2))
+    node = parse_node(match.group(2))
+    return dataclasses.replace(node, var=match.group(1)) if isinstance(node, Seq) else node
 
 
 def parse_base(text: str, percent: bool) -> BaseNumeral | None:
@@ -637,7 +652,7 @@ def compare_base(pred: Any, gold: Any) -> bool | None:
         return None
     if isinstance(pred, BaseNumeral) and isinstance(gold, BaseNumeral):
         try:
-            return int(pred.digits, pred.base) == int(gold.digits, gold.base)
+            return pred.value() == gold.value()
         except ValueError:
             return pred == gold
     numeral, other = (pred, gold) if isinstance(pred, BaseNumeral) else (gold, pred)
@@ -659,6 +674,8 @@ def compare_sequences(pred: Any, gold: Any) -> bool | None:
 
 
 def sequences_equal(pred: Seq, gold: Seq) -> bool:
+    if not same_variable(pred.var, gold.var):
+        return False  # x = 1, 2 is not y = 1, 2
     ordered = {"interval", "tuple"} & {pred.kind, gold.kind}
     if ordered and len(pred.items) != len(gold.items):
         return False
@@ -733,9 +750,11 @@ def compare_relations(pred: Any, gold: Any) -> bool | None:
     if isinstance(gold, Chain) and isinstance(pred, Relation):
         return gold.relation is not None and relations_equal(pred, gold.relation)
     if isinstance(pred, Chain):
-        return nodes_equal(pred.interval, gold) if isinstance(gold, Seq | Union) else False
+        return nodes_equal(pred.interval, gold) if isinstance(gold, Seq | Union) \
+            and same_variable(pred.var, getattr(gold, "var", "")) else False
     if isinstance(gold, Chain):
-        return nodes_equal(pred, gold.interval) if isinstance(pred, Seq | Union) else False
+        return nodes_equal(pred, gold.interval) if isinstance(pred, Seq | Union) \
+            and same_variable(getattr(pred, "var", ""), gold.var) else False
     pred_value = assigned_value(pred)
     gold_value = assigned_value(gold)
     if isinstance(pred, Relation) and isinstance(gold, Relation):
@@ -768,6 +787,11 @@ def assigned_value(node: Any) -> str | None:
 
 def same_symbol(a: str, b: str) -> bool:
     return re.sub(r"[\s{}]", "", a) == re.sub(r"[\s{}]", "", b)
+
+
+def same_variable(a: str, b: str) -> bool:
+    """Two named variables must be the same symbol; an unnamed side matches any."""
+    return not a or not b or same_symbol(a, b)
 
 
 def relations_equal(pred: Relation, gold: Relation) -> bool:
@@ -1032,12 +1056,12 @@ def answers_equal(pred: str, gold: str) -> bool:
     norm_pred, norm_gold = normalize_answer(pred), normalize_answer(gold)
     if not norm_pred.text or not norm_gold.text:
         return False
+    if norm_pred.percent != norm_gold.percent and (norm_pred.decorated or norm_gold.decorated):
+        return False  # 10% is not 10 edges: a percent sign is dropped only against a bare number
     if canonical_text(norm_pred.text) == canonical_text(norm_gold.text):
         return True
     if decimal_comma_equal(norm_pred.text, norm_gold.text):
         return True
-    if (norm_pred.percent and norm_gold.decorated) or (norm_gold.percent and norm_pred.decorated):
-        return False  # 10% is not 10 edges: a percent sign is dropped only against a bare number
     return nodes_equal(parse_tree(norm_pred), parse_tree(norm_gold))
 
 

@@ -55,7 +55,7 @@ POLICIES: dict[str, ExtractionPolicy] = {
 BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*")
 TOOL_BLOCK = re.compile(r"```(python|output)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 ANCHOR = re.compile(
-    r"(?:final answer is|the answer is|answer is:|\banswer\s*\**\s*[:：]|####(?=\s*[-\d$\\])|答案是|答案为)"
+    r"(?:final answer is|the answer is|answer is:|\banswer\s*\**\s*[:：]|\bans\s*[:：]|####(?=\s*[-\d$\\])|答案是|答案为)"
     r"\s*\**\s*[:：]?[\s*]*",
     re.I,
 )
@@ -64,6 +64,7 @@ WORD = re.compile(r"(?<![\\a-zA-Z])[A-Za-z]{2,}")
 MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$", re.S)
 NUMBER = re.compile(r"(?<![\w^_{.])-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 SPAN_CONNECTOR = re.compile(r"\s*(?:,|;|,?\s*(?:and|or)|\\quad|\\text\{\s*(?:and|or)\s*\})?\s*", re.I)
+CHOICE_LEAD = re.compile(r"^[\s,:;(]*(?:(?:answer\s+)?(?:option|choice)\b\s*(?:is\b)?[\s:\-]*)?", re.I)
 LEADING_WORD_THEN_NUMBER = re.compile(r"^[^\d]*(?<![\\a-zA-Z])[A-Za-z]{2,}[^\d]*\d")
 BOX_CONNECTOR_WORDS = 4
 BOX_CONNECTOR_CHARS = 80
@@ -159,10 +160,17 @@ def from_anchor(text: str, policy: ExtractionPolicy) -> str | None:
     tail = text[matches[-1].end():]
     sentence = cut_sentence(tail.lstrip())
     if policy.choices:
-        letter = choice_letter(strip_delimiters(sentence), policy.choices)
+        letter = choice_letter(strip_delimiters(sentence), policy.choices) or \
+            trailing_letter(strip_delimiters(sentence), policy.choices)
         if letter:
             return letter
     return answer_in_sentence(sentence)
+
+
+def trailing_letter(text: str, choices: str) -> str | None:
+    """An anchor sentence that ends in a lone choice letter ("Ans: 2/5 D") -> ``D``."""
+    match = re.search(r"(?<![A-Za-z\\])\(?([" + re.escape(choices) + r"])\)?$", text)
+    return match.group(1) if match else None
 
 
 def answer_in_sentence(sentence: str) -> str | None:
@@ -189,8 +197,9 @@ def last_candidate(text: str) -> str | None:
 
 
 def choice_letter(text: str, choices: str) -> str | None:
-    """``(D)``, ``D.``, ``D)``, ``\\text{(D)}`` or ``D`` alone -> ``D``."""
+    """``(D)``, ``D.``, ``D)``, ``\\text{(D)}``, ``Option D`` or ``D`` alone -> ``D``."""
     text = re.sub(r"\\(?:text|textbf|mathrm)\s*\{([^}]*)\}", r"\1", text).strip()
+    text = CHOICE_LEAD.sub("", text)
     match = re.fullmatch(r"\(?([" + re.escape(choices) + r"])\)?[.:)]?(?:\s.*)?", text, re.S)
     return match.group(1) if match else None
 
@@ -199,16 +208,17 @@ def from_choice(text: str, policy: ExtractionPolicy) -> str | None:
     if not policy.choices:
         return None
     letters = re.escape(policy.choices)
-    patterns = (
-        r"(?:answer|option|choice)\s*(?:is|:)?\s*(?:\\text\{)?\(?([" + letters + r"])\)?",
+    patterns = (  # strongest first; the keywords are case-insensitive, the letters are not
+        r"(?i:answer|option|choice)\s*(?i:is|:)?\s*(?:\\text\{)?\(?([" + letters + r"])\)?(?![A-Za-z])",
+        r"\n\s*\(?([" + letters + r"])\)?[.)]?\s*$",  # a lone letter as the last line
         r"\(([" + letters + r"])\)",
         r"(?:^|\n)\s*([" + letters + r"])[.)]\s",
         r"(?<![A-Za-z\\])([" + letters + r"])(?![A-Za-z])",
     )
     for pattern in patterns:
-        found = re.findall(pattern, text, re.I if pattern.startswith("(?:answer") else 0)
+        found = re.findall(pattern, text)
         if found:
-            return found[-1].upper()
+            return found[-1]
     return None
 
 

@@ -159,14 +159,14 @@ UNIT_PATTERN = re.compile(
     + r")\.?\s*\}?(?:\s*\^\s*\{?[23]\}?)?\s*$",
     re.I,
 )
-TEXT_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|textnormal|mathrm|textbf)\s*\{\s*[A-Za-z][A-Za-z .]*\}"
+TEXT_UNIT = re.compile(r"(?<=[\d})])\s*\\(?:text|mbox|textnormal|mathrm|textbf)\s*\{\s*[A-Za-z][A-Za-z .]*\}"
                        r"(?:\s*\^\s*\{?[23]\}?)?\s*$")
 
 #: ``\\le`` written with a doubled backslash (an escaping slip), before a known command only.
 ESCAPED_COMMAND = re.compile(
     r"(?<!\\)\\\\(?=(?:le|leq|ge|geq|frac|dfrac|sqrt|left|right|pi|cdot|times|in|cup|infty|text)(?![a-zA-Z]))"
 )
-CLOCK_TIME = re.compile(r"\d:\d\d\s*(?:\\(?:text|mbox|mathrm)\s*\{)?\s*[ap]\.?\s*m\.?\s*\}?\s*$", re.I)
+CLOCK_TIME = re.compile(r"\d(?::\d\d)?\s*(?:\\(?:text|mbox|mathrm)\s*\{)?\s*[ap]\.?\s*m\.?\s*\}?\s*$", re.I)
 THOUSANDS_COMMA = re.compile(r"^(-?[1-9]\d{0,2})((?:,\d{3})+)(\.\d+)?$")
 DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 THOUSANDS_SPACE = re.compile(r"^(-?[1-9]\d{0,2})((?: \d{3})+)(\.\d+)?$")
@@ -199,6 +199,7 @@ def strip_delimiters(text: str) -> str:
 
 
 def apply_rewrites(text: str) -> str:
+    text = re.sub(r",\s*\\!\s*(?=\d{3}(?!\d))", ",", text)  # 111, \! 111: a separator
     for old, new in LITERAL_REWRITES:
         text = text.replace(old, new)
     text = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", text)
@@ -218,6 +219,12 @@ def remove_thousands_separators(text: str) -> str:
     return text
 
 
+def degree_gap(match: re.Match[str]) -> str:
+    """A degree sign at the end goes; one inside leaves a space (``45^\\circ,135^\\circ`` is a
+    list, never the number 45135)."""
+    return "" if match.end() == len(match.string) else " "
+
+
 def split_decorations(text: str) -> Normalized:
     """Strip a trailing unit, degree sign, currency sign or percent sign, remembering each."""
     percent = degree = currency = unit = False
@@ -225,7 +232,7 @@ def split_decorations(text: str) -> Normalized:
         stripped, n = PERCENT.subn("", text)
         if n:
             percent, text = True, stripped.strip()
-        stripped, n = DEGREE.subn("", text)
+        stripped, n = DEGREE.subn(degree_gap, text)
         if n and not re.search(r"\\circ", stripped):
             degree, text = True, stripped.strip()
         stripped, n = CURRENCY.subn("", text)

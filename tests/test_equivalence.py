@@ -124,6 +124,27 @@ from eval.normalize import normalize_answer
     ("x^2+2x+1", "(x+1)^2", True),
     ("\\sec^2(y)", "\\tan^2(y)+1", True),
     ("x+1", "x+2n+1", False),
+    # --- held-out probe regressions (bench/grader_probe.py), named after their source
+    ("45^\\circ,135^\\circ", "45135", False),  # math idx 4457: degree signs inside a list
+    ("45^\\circ,135^\\circ", "45^\\circ, 135^\\circ", True),  # math idx 4457
+    ("111,\\! 111,\\! 111", "111, \\! 111, \\! 111", True),  # math idx 3845: ", \\!" separates thousands
+    ("111", "111, \\! 111, \\! 111", False),  # math idx 3845 (was read as the set {111})
+    ("-221_4", "-221_3", False),  # math idx 3078: a signed base numeral keeps its base
+    ("-221", "-221_3", True),  # math idx 3078
+    ("0.0011_{3}", "0.0011_{2}", False),  # math idx 3118: a base fraction
+    ("0.0011_2", "0.0011_{2}", True),  # math idx 3118
+    ("y=-7,-2", "p=-7,-2", False),  # college_math idx 39: another variable named
+    ("x=-7,-2", "x=-2,-7", True),  # college_math idx 39
+    ("-1, 3", "$x=-1,3$", True),  # college_math idx 584: an unnamed list matches
+    ("y \\in [-2,7]", "x \\in [-2,7]", False),  # math idx 6
+    ("y \\in [-2,7]", "-2 \\leq x \\leq 7", False),  # math idx 6
+    ("x \\in [-2,7]", "-2 \\leq x \\leq 7", True),  # math idx 6
+    ("100\\%", "100\\text{ square units}", False),  # math idx 1456 vs 4045: same spelling once undecorated
+    ("75\\%", "75^\\circ", False),  # math idx 4164 vs 2012
+    ("$$\\$ 1600 @ 4 \\%$; $\\$ 2400$ @ 8\\%$", "$\\$ 1600 @ 4 \\%$; $\\$ 2400$ @ 8\\%", True),  # college_math idx 575
+    ("9\\text{ a.m.}", "9 \\text{ multiples}", False),  # math idx 429 vs 3921: a.m. is no unit
+    ("9\\text{ a.m.}", "9\\text{ p.m.}", False),  # math idx 429
+    ("9 a.m.", "9:00 \\text{ a.m.}", True),  # math idx 429
     # --- infinities and empties
     ("-\\infty", "\\infty", False),
     ("\\emptyset", "\\varnothing", True),

@@ -42,6 +42,15 @@ from eval.normalize import normalize_answer
     ("$\\boxed{\\text{(C)}}$", "aqua", "\\text{(C)}"),
     ("Answer: B", "aqua", "B"),
     ("A. Because B is not valid", "multiple_choice", "A"),
+    # real AQuA rationales (aqua idx N): option words, a letter on the last line, "Ans:"
+    ("0.78x - 20 = x/2\nAnswer: Option C", "aqua", "C"),  # aqua idx 19
+    ("2X = 86+36 = 122, x = 61.\nThe answer is option D) 61.", "aqua", "D"),  # aqua idx 183
+    ("=1-0.64=0.36=36%\nAnswer choice E", "aqua", "E"),  # aqua idx 223: "choice" is not (C)
+    ("P(A/B) = 0.16/0.8 = 0.2\nA", "aqua", "A"),  # aqua idx 15: not the (B) of P(B)
+    ("= (4 + 6) = 10 ANS:D", "aqua", "D"),  # aqua idx 64
+    ("Probability = 400/1000\nAns: 2/5 D", "aqua", "D"),  # aqua idx 239
+    ("Q = 64.\nThe Answer is, B.", "aqua", "B"),  # aqua idx 228
+    ("the answer is a multiple of 3, so (D)", "aqua", "D"),  # a lower-case "a" is a word
     # --- bare answers are their own answer
     ("7,425,000", None, "7,425,000"),
     ("x=3", None, "x=3"),
