@@ -57,8 +57,9 @@ BLOCKED_ATTRIBUTES = frozenset(INSPECT_ATTRIBUTES) | frozenset({
     "f_lineno", "tb_lasti", "co_consts", "co_names", "func_globals", "im_func",
     "attrgetter", "methodcaller", "Formatter", "_getframe", "modules",
     # typing evaluates string annotations with plain `eval` (no attribute guards; with
-    # `globalns={}` even the real builtins)
-    "get_type_hints", "ForwardRef", "_evaluate", "_eval_type",
+    # `globalns={}` even the real builtins); singledispatch's `register` calls it
+    "get_type_hints", "ForwardRef", "_evaluate", "_eval_type", "singledispatch",
+    "singledispatchmethod",
 })
 # Module-level names that user code must not rebind (the guards the transformer calls).
 RESERVED_NAMES = frozenset({

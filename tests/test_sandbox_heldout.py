@@ -188,6 +188,17 @@ ATTACKS = [
     case(raw("import os\nopen('s.sh', 'w').write('#!/bin/sh\\ntouch VICTIM/s')\nos.chmod('s.sh', 0o755)\n"
              "os.execv('./s.sh', ['s.sh'])"), ERR, id="script-exec"),
     case(raw("import shutil, os\nshutil.copy('/bin/true', 't')\nos.execv('./t', ['t'])"), ERR, id="copy-binary-exec"),
+    # -- processes by library side doors (helpers that fork or exec under the hood)
+    case(raw("import os\nprint(os.popen('echo PWNED').read())"), {"ok", "error"}, id="os-popen"),
+    case(raw("import os\nos.spawnv(os.P_WAIT, '/bin/sh', ['sh', '-c', 'touch VICTIM/spawn'])"), {"ok", "error"},
+         id="os-spawnv"),
+    case(raw("import ctypes.util\nctypes.util.find_library('c')"), {"ok", "error"}, id="ctypes-find-library"),
+    case(raw("import platform\nplatform.architecture('/bin/sh')"), {"ok", "error"}, id="platform-file-command"),
+    case(raw("import webbrowser\nwebbrowser.open('http://127.0.0.1:PORT')"), {"ok", "error"}, id="webbrowser"),
+    case(raw("import os\nos.forkpty()"), ERR, id="forkpty"),
+    case(raw("import concurrent.futures as f\nf.ProcessPoolExecutor(2).submit(print).result()"), {"error", "crashed"},
+         id="process-pool"),
+    case(raw("import concurrent.futures as f\nf.ThreadPoolExecutor(2).submit(print).result()"), ERR, id="thread-pool"),
     # -- the policy layer: attribute traversal by other routes (expected: blocked)
     case("from operator import attrgetter as g\nprint(g('__class__.__base__')(1))", BLOCKED, id="attrgetter-as"),
     case("from operator import methodcaller as m\nprint(m('__subclasses__')(object))", BLOCKED, id="methodcaller-as"),
@@ -272,7 +283,8 @@ ATTACKS = [
     case("from functools import singledispatch\n@singledispatch\ndef f(x): pass\n"
          "@f.register\ndef _(x: \"[c for c in ().__class__.__base__.__subclasses__() "
          "if c.__name__ == '_wrap_close'][0].__init__.__globals__['kill'](1, 9)\"): pass",
-         {"error", "blocked"}, id="singledispatch-string-annotation"),
+         BLOCKED, id="singledispatch-string-annotation"),
+    case("import functools\nf = getattr(functools, 'single' + 'dispatch')", BLOCKED, id="singledispatch-computed"),
     # -- resource exhaustion
     case("import re\nre.match(r'(a+)+$', 'a' * 64 + 'b')", {"timeout"}, id="regex-backtracking"),
     case("s = 'a' * 10**10", {"memory_error"}, id="string-10-gb"),
