@@ -301,6 +301,8 @@ ATTACKS = [
     case("import json\nx = []\nfor _ in range(10**5):\n    x = [x]\njson.dumps(x)", ERR, id="json-deep-dumps"),
     case("sorted(range(10**6), key=lambda i: [j for j in range(10**3)])", {"timeout", "memory_error"},
          id="sorted-slow-key"),
+    case("import numpy as np\nnp.lib.stride_tricks.as_strided(np.zeros(1, 'u1'), (2**40,), (1,)).sum()",
+         {"crashed", "error", "timeout"}, id="numpy-as-strided-wild-read"),
     case(raw("import ctypes\nlibc = ctypes.CDLL(None)\nlibc.malloc.restype = ctypes.c_void_p\n"
              "p = [libc.malloc(10**8) for _ in range(1000)]\nprint('PWNED' if all(p) else 'bounded')"),
          {"ok"}, "bounded", id="malloc-bomb"),
@@ -334,6 +336,8 @@ ATTACKS = [
     case(raw("import os, time\nos.write(3, b'[1, 2]\\n')\ntime.sleep(0.3)"), {"crashed"}, id="reply-not-object"),
     case(raw("import os, time\nos.write(3, b'{\"status\": \"ok\", \"seq\": 1, \"error\": [1]}\\n')\n"
              "time.sleep(0.3)"), {"crashed"}, id="reply-wrong-types"),
+    case(raw("import socket, array\ns = socket.socket(fileno=3)\ns.sendmsg([b'x'], [(socket.SOL_SOCKET, "
+             "socket.SCM_RIGHTS, array.array('i', [1]))])"), {"crashed", "error"}, id="reply-passes-fds"),
     case(raw("import os, time\nos.write(3, b'{\"status\": \"ok\"')\ntime.sleep(5)"), {"timeout"},
          id="reply-without-newline"),
     case(raw("import os, time\nos.write(3, b'{\"status\": \"ok\", \"seq\": 1}\\n')\ntime.sleep(0.3)"),
