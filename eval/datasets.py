@@ -168,14 +168,14 @@ def find_spec(name: str) -> DatasetSpec | None:
     return None
 
 
-def generic_spec(name: str, fields: Iterable[str]) -> DatasetSpec:
+def generic_spec(name: str, fields: Iterable[str], *, where: str | None = None) -> DatasetSpec:
     """A spec for an unregistered local file, from the fields its first row has."""
     fields = list(fields)
     question = next((f for f in ("question", "problem", "input", "query") if f in fields), None)
     gold = next((f for f in ("answer", "gold", "gt", "target", "final_answer") if f in fields), None)
     if question is None or gold is None:
         raise DataError(
-            f"{name}: cannot tell the question and gold fields of an unregistered dataset; "
+            f"{where or name}: cannot tell the question and gold fields of an unregistered dataset {name!r}; "
             f"fields present: {', '.join(fields)} (known datasets: {', '.join(DATASETS)})"
         )
     return DatasetSpec(name, (question,), gold)
@@ -191,7 +191,15 @@ def problem_from_row(spec: DatasetSpec, row: Mapping[str, Any], idx: int, where:
     missing = [name for name in needed if name not in row]
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}; fields present: {', '.join(sorted(row))}")
-    question = " ".join(str(row[name]).strip() for name in spec.question_fields)
+    for name in spec.question_fields:
+        if not isinstance(row[name], str | int | float) or isinstance(row[name], bool):
+            raise DataError(f"{where}: field {name!r} must be text, got {type(row[name]).__name__}")
+    if isinstance(row[spec.gold_field], Mapping | bool):
+        raise DataError(f"{where}: field {spec.gold_field!r} must be text or a number, "
+                        f"got {type(row[spec.gold_field]).__name__}")
+    question = " ".join(str(row[name]).strip() for name in spec.question_fields).strip()
+    if not question:
+        raise DataError(f"{where}: field {', '.join(map(repr, spec.question_fields))} is empty")
     gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_field])
     if gold is None:  # present but empty/unparsable: kept, and graded as never correct
         log.warning("%s: no gold answer in field %r", where, spec.gold_field)
@@ -218,7 +226,7 @@ def read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM may lead
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
@@ -235,8 +243,10 @@ def load_jsonl(path: Path, name: str, limit: int | None) -> list[Problem]:
     for number, row in read_jsonl(path):
         if limit is not None and len(problems) >= limit:
             break
+        if not isinstance(row, Mapping):
+            raise DataError(f"{path}:{number}: a row must be a JSON object, got {json.dumps(row)[:40]}")
         if spec is None:
-            spec = generic_spec(name, row if isinstance(row, Mapping) else {})
+            spec = generic_spec(name, row, where=f"{path}:{number}")
         problems.append(problem_from_row(spec, row, len(problems), f"{path}:{number}"))
     return problems
 
@@ -246,7 +256,9 @@ def local_file(name: str, split: str, data_dir: str | os.PathLike[str] | None) -
     if os.environ.get(DATA_DIR_ENV):
         roots.append(Path(os.environ[DATA_DIR_ENV]))
     for root in roots:
-        for candidate in (root / f"{name}.jsonl", root / name / f"{split}.jsonl"):
+        # a flat {name}.jsonl holds the test split: another --split needs {name}/{split}.jsonl
+        flat = (root / f"{name}.jsonl",) if split == "test" else ()
+        for candidate in (*flat, root / name / f"{split}.jsonl"):
             if candidate.is_file():
                 return candidate
     return None

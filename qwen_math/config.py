@@ -13,6 +13,7 @@ caller's), or touch any global random state (``sample_seed`` is a pure function)
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 
 from qwen_math.errors import UsageError
@@ -47,6 +48,7 @@ class SamplingConfig:
         _check(
             self.temperature >= 0, f"temperature must be >= 0, got {self.temperature!r}"
         )
+        _check(math.isfinite(self.temperature), f"temperature must be finite, got {self.temperature!r}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
         _check(
             isinstance(self.top_k, int) and (self.top_k == -1 or self.top_k >= 0),
@@ -102,6 +104,20 @@ def sample_seed(run_seed: int, problem_id: str | int, sample_index: int) -> int:
     """
     key = f"{run_seed}\x1f{problem_id}\x1f{sample_index}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def at_least(name: str, value: int, minimum: int) -> int:
+    """``value`` when it is an integer >= ``minimum``; else a ``UsageError`` naming ``name``."""
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+           f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def positive_seconds(name: str, value: float) -> float:
+    """``value`` when it is a finite number of seconds > 0; else a ``UsageError`` naming ``name``."""
+    _check(isinstance(value, int | float) and math.isfinite(value) and value > 0,
+           f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return value
 
 
 def _check(ok: bool, message: str) -> None:

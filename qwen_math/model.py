@@ -10,6 +10,7 @@ What it deliberately does not do: import torch or transformers at module import 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,12 +26,25 @@ def hf_cache_dir() -> str:
     return str(HF_HUB_CACHE)
 
 
+def check_config_json(path: Path, model: str) -> None:
+    """A checkpoint's ``config.json`` must be one JSON object (transformers fails obscurely)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--model {model}: {path.name} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--model {model}: {path.name} must be a JSON object, got {type(config).__name__}")
+
+
 def resolve_checkpoint(model: str) -> Path:
     """A local folder holding ``config.json`` for ``model`` (an id or a path)."""
     path = Path(model).expanduser()
     if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--model {model}: is a file; pass the checkpoint folder")
         if not (path / "config.json").is_file():
             raise UsageError(f"--model {model}: folder has no config.json (not a checkpoint)")
+        check_config_json(path / "config.json", model)
         return path
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]:
         raise UsageError(f"--model {model}: no such folder")

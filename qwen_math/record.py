@@ -15,6 +15,7 @@ What it deliberately does not do: grade, extract or write files (callers own I/O
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -110,11 +111,52 @@ class SampleRecord:
             )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        try:
-            kwargs["turns"] = tuple(Turn(**turn) for turn in data["turns"])
-        except TypeError as exc:
-            raise UsageError(f"sample record has a malformed turn: {exc}") from None
+        check_types("sample record", kwargs, RECORD_TYPES)
+        if not isinstance(data["turns"], list):
+            raise UsageError(f"sample record field 'turns' must be a list, got {type(data['turns']).__name__}")
+        turns = []
+        for number, turn in enumerate(data["turns"]):
+            if not isinstance(turn, Mapping):
+                raise UsageError(f"sample record turn {number} must be a JSON object, got {type(turn).__name__}")
+            check_types(f"sample record turn {number}", turn, TURN_TYPES)
+            try:
+                turns.append(Turn(**turn))
+            except TypeError as exc:
+                raise UsageError(f"sample record has a malformed turn {number}: {exc}") from None
+        kwargs["turns"] = tuple(turns)
         return cls(**kwargs)
+
+
+#: JSON types of each field a record or turn may hold (``None`` allows null).
+_TEXT, _INT, _NUMBER, _BOOL = (str,), (int,), (int, float), (bool,)
+RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
+    "dataset": _TEXT, "idx": _INT, "sample": _INT, "question_id": _TEXT, "question": _TEXT,
+    "answer": (str, None), "gold": (str, None), "correct": (bool, None), "finish_reason": _TEXT,
+    "grade_status": (str, None), "mode": _TEXT, "seed": (int, None), "prompt_tokens": _INT,
+    "completion_tokens": _INT, "metadata": (dict,), "generation_time_s": (int, float, None),
+}
+TURN_TYPES: dict[str, tuple[type | None, ...]] = {
+    "text": _TEXT, "code": (str, None), "status": (str, None), "output": (str, None),
+    "appended": _TEXT, "exec_duration_s": (int, float, None),
+}
+
+
+def check_types(what: str, data: Mapping[str, Any], types: Mapping[str, tuple[type | None, ...]]) -> None:
+    """A ``UsageError`` naming the first field of ``data`` whose JSON type is not allowed."""
+    for name, allowed in types.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if value is None and None in allowed:
+            continue
+        classes = tuple(t for t in allowed if t is not None)
+        if (isinstance(value, bool) and bool not in classes) or not isinstance(value, classes):
+            names = " or ".join("null" if t is None else JSON_TYPE_NAMES[t] for t in allowed)
+            raise UsageError(f"{what} field {name!r} must be {names}, got {json.dumps(value)[:60]}")
+
+
+JSON_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+                   dict: "an object", list: "a list"}
 
 
 def strip_time_dependent(value: Any) -> Any:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from qwen_math.errors import PartialRun, ResumeRefused, UsageError
+from qwen_math.paths import output_folder
 
 T = TypeVar("T")
 
@@ -102,12 +103,12 @@ def merge_runs(
 
     # 1) read every shard and check they are one run's complete, distinct slices
     shards = check_shards([read_shard(Path(path)) for path in shard_dirs])
-    layout = prepare_output(Path(output_dir), shards, overwrite=overwrite)
     datasets = run_datasets(shards[0].manifest)
+    by_dataset = {dataset: merged_records(shards, dataset) for dataset in datasets}
+    layout = prepare_output(Path(output_dir), shards, overwrite=overwrite)
     # 2) per dataset: union of the samples, then the views an unsharded run writes
     metrics, samples, problems = [], {}, {}
-    for dataset in datasets:
-        records = merged_records(shards, dataset)
+    for dataset, records in by_dataset.items():
         metrics.append(write_merged_dataset(layout, dataset, records, shards))
         samples[dataset] = len(records)
         problems[dataset] = len({record.idx for record in records})
@@ -163,12 +164,14 @@ def prepare_output(output: Path, shards: Sequence[ShardRun], *, overwrite: bool)
     if any(shard.path.resolve() == resolved for shard in shards):
         raise UsageError(f"--output-dir {output} is one of the shards; choose a new folder")
     layout = RunLayout(output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output-dir {output}: is a file, not a folder")
     if output.exists() and any(output.iterdir()):
         if not (overwrite and layout.is_run()):
             raise UsageError(f"{output} exists and is not empty; choose a new --output-dir "
                              "(or pass --overwrite to replace a run there)")
         layout.discard(run_datasets(shards[0].manifest))
-    output.mkdir(parents=True, exist_ok=True)
+    output_folder(output, what="--output-dir")
     return layout
 
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from qwen_math.config import SamplingConfig
+from qwen_math.config import SamplingConfig, at_least, positive_seconds
 from qwen_math.errors import EnvironmentUnavailable, UsageError
 
 #: backend name -> "module:Class"; the module is imported only when the backend is chosen.
@@ -91,6 +91,18 @@ class BackendOptions:
     max_concurrency: int = 32  # requests in flight to the server
     request_timeout_s: float = 600.0  # one HTTP attempt
     max_retries: int = 6  # on 429, 5xx, connection errors and timeouts
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size is not None:
+            at_least("max_batch_size", self.max_batch_size, 1)
+        at_least("--tensor-parallel-size", self.tensor_parallel_size, 1)
+        at_least("--pipeline-parallel-size", self.pipeline_parallel_size, 1)
+        at_least("--data-parallel-size", self.data_parallel_size, 1)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        at_least("--max-concurrency", self.max_concurrency, 1)
+        positive_seconds("--request-timeout", self.request_timeout_s)
+        at_least("--max-retries", self.max_retries, 0)
 
 
 @runtime_checkable

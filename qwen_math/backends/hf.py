@@ -192,8 +192,17 @@ def load_model(folder: Any, *, device: Any, dtype: Any) -> Any:
         raise UsageError(f"--model {folder}: cannot read config.json ({exc})") from None
     if config.model_type != "qwen2":
         raise UsageError(f"--model {folder}: model_type {config.model_type!r} is not supported (only qwen2)")
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    except SafetensorError as exc:
+        raise UsageError(f"--model {folder}: a .safetensors file is damaged or truncated ({exc})") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"--model {folder}: cannot load the weights ({exc})") from None
+    except RuntimeError as exc:  # transformers: shapes in the file differ from config.json
+        if "mismatched_sizes" not in str(exc):
+            raise
+        raise UsageError(f"--model {folder}: the weights' shapes do not match config.json "
+                         "(see the load report above)") from None
     return model.to(device).eval()

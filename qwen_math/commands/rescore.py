@@ -75,6 +75,17 @@ def guess_dataset(path: Path) -> str:
     return "default"
 
 
+def check_dataset_name(name: str | None) -> None:
+    """``--dataset`` must name a benchmark (or an extraction policy) the extractor knows."""
+    from eval.datasets import DATASETS, find_spec
+    from eval.extract import POLICIES
+    from qwen_math.errors import UsageError
+
+    if name is not None and find_spec(name) is None and name not in POLICIES:
+        raise UsageError(f"--dataset {name!r}: unknown; choose one of {', '.join(DATASETS)} "
+                         f"or an extraction policy ({', '.join(POLICIES)})")
+
+
 def gold_of_official(row: Mapping[str, Any]) -> str | None:
     from eval.datasets import gold_after_hashes, gold_last_boxed
 
@@ -125,6 +136,8 @@ def read_samples(path: Path, dataset: str | None) -> list[Sample]:
     from eval.datasets import read_jsonl
     from eval.errors import DataError
 
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass JSONL files (a run's <dataset>/samples.jsonl)")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     guessed = dataset or guess_dataset(path)
@@ -220,12 +233,15 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qwen_math.errors import UsageError
+    from qwen_math.config import at_least, positive_seconds
+    from qwen_math.paths import check_output_file
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    if args.workers is not None:
+        at_least("--workers", args.workers, 1)
+    positive_seconds("--timeout", args.timeout)
+    check_dataset_name(args.dataset)
+    if args.out:
+        check_output_file(args.out, what="--out", inputs=args.files)
     per_file = {str(path): read_samples(Path(path), args.dataset) for path in args.files}
     samples = [s for file_samples in per_file.values() for s in file_samples]
     grades = grade_samples(samples, workers=args.workers, timeout=args.timeout)

@@ -153,6 +153,20 @@ class AppendOnlyJsonl:
                       self.path, exc)
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run; a damaged one is a ``UsageError`` naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc}); the run directory is damaged") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path}: expected a JSON object, got {type(value).__name__}; "
+                         "the run directory is damaged")
+    return value
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON through a temporary file and an atomic rename."""
     write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

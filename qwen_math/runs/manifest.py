@@ -191,15 +191,13 @@ def now_time() -> str:
 def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     """The manifest of ``run_dir``, or ``None`` when there is none."""
     from qwen_math.errors import UsageError
+    from qwen_math.runs.jsonl import read_json_object
 
     path = Path(run_dir) / MANIFEST_NAME
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); the run directory is damaged") from None
-    if not isinstance(data, dict) or "fingerprint" not in data:
+    data = read_json_object(path)
+    if "fingerprint" not in data:
         raise UsageError(f"{path}: not a qwen-math run manifest (no fingerprint)")
     return data
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from qwen_math.errors import UsageError
-from qwen_math.runs.jsonl import read_jsonl_records, write_text_atomic
+from qwen_math.paths import output_folder
+from qwen_math.runs.jsonl import (
+    NO_SPACE_ERRNOS,
+    DiskFull,
+    read_json_object,
+    read_jsonl_records,
+    write_text_atomic,
+)
 from qwen_math.runs.manifest import read_manifest
 from qwen_math.runs.store import RunLayout, load_samples, require_run, run_datasets
 from qwen_math.runs.views import majority_correct
@@ -71,10 +77,25 @@ def load_run_report(run_dir: Path) -> RunReport:
                 f"{layout.root}: dataset {name} has no metrics.json yet (the run is unfinished); "
                 "rerun the same `qwen-math eval` command to complete it"
             )
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = read_json_object(metrics_path)
         rows = read_jsonl_records(layout.problems(name)).records
+        check_problem_rows(layout.problems(name), rows)
         reports.append(DatasetReport(name, metrics, rows))
     return RunReport(layout.root, manifest, tuple(reports))
+
+
+#: keys every ``problems.jsonl`` row needs for reports and comparisons, with their JSON types.
+PROBLEM_ROW_KEYS: dict[str, tuple[type, ...]] = {"idx": (int, str), "pred": (list,), "score": (list,)}
+
+
+def check_problem_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Each row of ``problems.jsonl`` has the keys reports read, with usable types."""
+    for number, row in enumerate(rows, start=1):
+        for key, types in PROBLEM_ROW_KEYS.items():
+            if not isinstance(row.get(key), types) or isinstance(row.get(key), bool):
+                raise UsageError(f"{path}:{number}: field {key!r} is missing or not "
+                                 f"{' or '.join(t.__name__ for t in types)}; the file was edited "
+                                 "or damaged (rerun the `qwen-math eval` command to rewrite it)")
 
 
 # --- metric accessors (one place that knows the metrics.json keys) --------------------------
@@ -253,8 +274,7 @@ summary{cursor:pointer}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;
 
 def write_html_report(report: RunReport) -> Path:
     """Write the PNG plots and ``report.html`` under ``RUN/report/``; returns the HTML path."""
-    out = RunLayout(report.run_dir).report_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(RunLayout(report.run_dir).report_dir, what="report folder")
     plots: list[tuple[str, str, bytes]] = [("curves", "maj@k and pass@k against k", plot_curves(report))]
     for d in report.datasets:
         groups = breakdowns(d.metrics)
@@ -262,11 +282,16 @@ def write_html_report(report: RunReport) -> Path:
             plots.append((f"breakdown_{d.name}", f"{d.name}: accuracy by {' and '.join(groups)}",
                           plot_breakdown(d, groups)))
     plots.append(("agreement", "answer agreement per problem", plot_agreement(report)))
-    for name, _, png in plots:
-        (out / f"{name}.png").write_bytes(png)
     page = render_html(report, plots)
     path = out / "report.html"
-    write_text_atomic(path, page)
+    try:
+        for name, _, png in plots:
+            (out / f"{name}.png").write_bytes(png)
+        write_text_atomic(path, page)
+    except OSError as exc:
+        if exc.errno in NO_SPACE_ERRNOS:
+            raise DiskFull(f"disk full while writing the report in {out}; free space and rerun") from None
+        raise UsageError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     return path
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_math.backends.base import BackendOptions
-from qwen_math.config import SamplingConfig
+from qwen_math.config import SamplingConfig, at_least, positive_seconds
 from qwen_math.errors import PartialRun, UsageError
 from qwen_math.record import SampleRecord
 from qwen_math.runs.jsonl import AppendOnlyJsonl, write_json_atomic
@@ -91,6 +91,10 @@ class EvalConfig:
             raise UsageError("--extend-n and --overwrite exclude each other")
         if self.max_tool_calls < 0:
             raise UsageError(f"--max-tool-calls must be >= 0, got {self.max_tool_calls}")
+        if self.grader_workers is not None:
+            at_least("--grader-workers", self.grader_workers, 1)
+        positive_seconds("--grader-timeout", self.grader_timeout_s)
+        positive_seconds("--progress-interval", self.progress_interval_s)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_math.errors import UsageError
+from qwen_math.paths import output_folder
 from qwen_math.record import SampleRecord
 from qwen_math.runs.jsonl import read_jsonl_records, repair_torn_tail
 from qwen_math.runs.manifest import MANIFEST_NAME
@@ -105,8 +106,7 @@ def run_lock(root: Path) -> Iterator[None]:
     sandbox processes it forks do not inherit it, and the kernel drops it when the process
     exits in any way (SIGKILL included): a killed run never leaves a stale lock behind.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_folder(root, what="--output-dir")
     fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -151,6 +151,8 @@ def run_datasets(manifest: dict) -> list[str]:
 def require_run(run_dir: Path) -> RunLayout:
     """The layout of an existing run, or a ``UsageError`` saying what is missing."""
     layout = RunLayout(Path(run_dir))
+    if layout.root.exists() and not layout.root.is_dir():
+        raise UsageError(f"{run_dir}: is a file, not a run directory")
     if not layout.root.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     if not layout.is_run():
