@@ -170,10 +170,12 @@ DENIED_SYSCALLS = (
     "alarm", "setitimer", "timer_create",
     # anonymous files: memory neither RLIMIT_AS nor a work-dir quota sees
     "memfd_create",
-    # metadata changes Landlock does not mediate (times, xattrs, modes, owners by path): a
-    # world-writable file anywhere would otherwise get a new mtime or an xattr
-    "utime", "utimes", "futimesat", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
-    "lremovexattr", "fremovexattr", "chmod", "fchmodat", "chown", "lchown", "fchownat",
+    # metadata changes Landlock does not mediate (times, xattrs, modes, owners): a
+    # world-writable file anywhere would otherwise get a new mtime or an xattr, and an
+    # unprivileged user's own files (a venv opened read-only) a new mode
+    "utime", "utimes", "futimesat", "utimensat", "setxattr", "lsetxattr", "fsetxattr",
+    "removexattr", "lremovexattr", "fremovexattr", "chmod", "fchmod", "fchmodat", "chown",
+    "lchown", "fchown", "fchownat",
     # whole-system writeback on demand (an I/O storm for every other tenant)
     "sync",
 )
@@ -184,8 +186,9 @@ _NEW_DENIED = (452, 457, 458, 463, 466, 467, 469)
 DENIED_SYSCALL_NUMBERS = {"x86_64": _NEW_DENIED, "aarch64": _NEW_DENIED}
 # fcntl commands that make the kernel signal another process (SIGIO/SIGURG to an owner).
 DENIED_FCNTL = (8, 10, 15)  # F_SETOWN, F_SETSIG, F_SETOWN_EX
-# ioctl commands: TIOCSTI pushes input into a terminal; FIOSETOWN/SIOCSPGRP are F_SETOWN.
-DENIED_IOCTL = (0x5412, 0x8901, 0x8902)
+# ioctl commands: TIOCSTI pushes input into a terminal; FIOSETOWN/SIOCSPGRP are F_SETOWN;
+# FS_IOC_SETFLAGS (64/32-bit) and FS_IOC_FSSETXATTR change inode flags of a file opened read-only.
+DENIED_IOCTL = (0x5412, 0x8901, 0x8902, 0x40086602, 0x40046602, 0x401C5820)
 # prctl options: PR_SET_PDEATHSIG (clearing it lets a session outlive a killed driver).
 DENIED_PRCTL = (1,)
 # The kernel reads these commands as 32-bit ints: compare only the low 32 bits, or
@@ -218,8 +221,6 @@ def build_seccomp_filter():
         filt.add_rule(deny, number)
     # prlimit64 may read limits (getrlimit) but never set them.
     filt.add_rule(deny, "prlimit64", pyseccomp.Arg(2, pyseccomp.NE, 0))
-    # utimensat by path (os.utime) is refused; on an open fd (futimens) it stays allowed.
-    filt.add_rule(deny, "utimensat", pyseccomp.Arg(1, pyseccomp.NE, 0))
     for syscall, arg, commands in (("ioctl", 1, DENIED_IOCTL), ("fcntl", 1, DENIED_FCNTL),
                                    ("prctl", 0, DENIED_PRCTL)):
         for command in commands:

@@ -154,6 +154,13 @@ ATTACKS = [
          id="setxattr-outside"),
     case(raw("import os\nos.chmod('VICTIM', 0o700)\nprint('PWNED')"), ERR, id="chmod-outside"),
     case(syscall(452, -100, 0, 0o777, 0), *DENIED, id="fchmodat2", marks=X86_64),
+    case(raw("import os, sympy\nfd = os.open(sympy.__file__, os.O_RDONLY)\nos.fchmod(fd, 0o777)\nprint('PWNED')"),
+         ERR, id="fchmod-read-only-fd"),
+    case(raw("import os, sympy\nfd = os.open(sympy.__file__, os.O_RDONLY)\nos.utime(fd, (0, 0))\nprint('PWNED')"),
+         ERR, id="futimens-read-only-fd"),
+    case(raw("import os\nos.fchown(1, os.getuid(), os.getgid())\nprint('PWNED')"), ERR, id="fchown"),
+    case(raw("import fcntl, sympy, struct\nf = open(sympy.__file__)\n"
+             "fcntl.ioctl(f, 0x40086602, struct.pack('l', 0x80))\nprint('PWNED')"), ERR, id="fs-ioc-setflags"),
     case(syscall(463, -100, 0, 0, 0, 0), *DENIED, id="setxattrat", marks=X86_64),
     case(raw("import os\nos.stat('VICTIM/file.txt')\nprint('metadata only')"), {"ok", "error"},
          id="stat-outside-is-metadata-only"),
