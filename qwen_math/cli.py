@@ -15,8 +15,10 @@ What it deliberately does not do: any work of its own beyond parsing and error m
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -44,6 +46,9 @@ FOREIGN_EXIT_CODES: dict[str, ExitCode] = {
     "eval.errors.DataUnavailable": ExitCode.ENVIRONMENT,
     "sandbox.errors.SandboxUnavailable": ExitCode.ENVIRONMENT,
 }
+
+#: errno values of a full disk: the command stopped by a limit (exit 3), not a bug.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 EXIT_CODES_EPILOG = """exit codes:
   0  done
@@ -95,19 +100,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        return int(module.run(args))
+        code = int(module.run(args))
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
+        return code
     except QwenMathError as exc:
         return _fail(args.command, str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", 130)
     except BrokenPipeError:
+        _discard_stdout()
         return 0  # stdout closed early (`| head`); nothing left to say
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            _discard_stdout()
+            return _fail(args.command, f"cannot write: {exc.strerror} (free space and rerun)",
+                         ExitCode.PARTIAL)
         code = _foreign_exit_code(exc)
         if code is None:
             log.exception("internal error in `%s`", args.command)
             return int(ExitCode.INTERNAL)
         return _fail(args.command, str(exc), code)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _fail(command: str, message: str, code: int) -> int:

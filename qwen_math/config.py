@@ -113,10 +113,11 @@ def at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
-def positive_seconds(name: str, value: float) -> float:
-    """``value`` when it is a finite number of seconds > 0; else a ``UsageError`` naming ``name``."""
-    _check(isinstance(value, int | float) and math.isfinite(value) and value > 0,
-           f"{name} must be a finite number of seconds > 0, got {value!r}")
+def positive_seconds(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """``value`` when it is a finite number of seconds > 0 (or >= 0 with ``allow_zero``);
+    else a ``UsageError`` naming ``name``."""
+    ok = isinstance(value, int | float) and math.isfinite(value) and (value > 0 or (allow_zero and value == 0))
+    _check(ok, f"{name} must be a finite number of seconds {'>=' if allow_zero else '>'} 0, got {value!r}")
     return value
 
 

@@ -33,6 +33,7 @@ penalties, or serving several models.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -56,7 +57,7 @@ from qwen_math.config import (
     SamplingConfig,
     default_sampling,
 )
-from qwen_math.errors import QwenMathError, UsageError
+from qwen_math.errors import EnvironmentUnavailable, QwenMathError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -745,6 +746,22 @@ def reject_connection(request: socket.socket) -> None:
         request.sendall(head.encode() + TOO_MANY_CONNECTIONS)
     except OSError:
         pass
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Fail before a model loads when ``host:port`` cannot be listened on: a host that is no
+    address of this machine is a ``UsageError``, a port in use (or refused) is unavailable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host!r}: not a host name or address here ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UsageError(f"--host {host}: not an address of this machine") from None
+        raise EnvironmentUnavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def make_server(backend: Backend, config: ServeConfig) -> Server:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_math.errors import UsageError
+from qwen_math.paths import output_folder
 from qwen_math.tokenizer import (
     ENDOFTEXT_ID,
     IM_END_ID,
@@ -33,6 +34,8 @@ INITIALIZER_RANGE = 0.02
 RMS_NORM_EPS = 1e-6
 ROPE_THETA = 10000.0  # the Math models' value (general Qwen2.5 uses 1e6)
 CONTEXT = 4096
+#: file marking a folder this module wrote (random weights: safe to write over again).
+TINY_MARKER = ".qwen-math-tiny-model"
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,12 @@ def write_tiny_model(path: str | Path, *, shape: str = "tiny", seed: int = 0) ->
     spec = SHAPES.get(shape)
     if spec is None:
         raise UsageError(f"unknown shape {shape!r}; choose one of: {', '.join(SHAPES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    refuse_other_files(folder)
+    output_folder(folder, what="tiny-model folder")
+    (folder / TINY_MARKER).write_text(f"random weights: shape {shape}, seed {seed}\n")  # first: a torn write stays ours
     log.info("writing a random Qwen2 checkpoint (shape %s, seed %d) to %s", shape, seed, folder)
     write_json(folder / "config.json", model_config(spec))
     write_json(folder / "generation_config.json", generation_config())
@@ -77,6 +84,21 @@ def write_tiny_model(path: str | Path, *, shape: str = "tiny", seed: int = 0) ->
     copy_tokenizer_files(folder)
     (folder / "chat_template.jinja").write_text(chat_template())
     return folder
+
+
+def refuse_other_files(folder: Path) -> None:
+    """Only an empty folder or an earlier tiny checkpoint is written over (never real weights)."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if is_tiny_checkpoint(folder):
+        return
+    raise UsageError(f"tiny-model folder {folder} is not empty and holds no tiny checkpoint; "
+                     "choose an empty or new folder (its files would be overwritten)")
+
+
+def is_tiny_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` holds the marker file ``write_tiny_model`` leaves next to its weights."""
+    return (Path(folder) / TINY_MARKER).is_file()
 
 
 def model_config(spec: Qwen2Shape) -> dict:

@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qwen_math.backends.base import get_backend_class
-    from qwen_math.serve import ServeConfig, shutdown
+    from qwen_math.serve import ServeConfig, check_listen_address, shutdown
 
     config = ServeConfig(
         model_name=args.served_model_name or args.model, host=args.host, port=args.port,
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not 0 <= args.port <= 65535:
         raise_usage(f"--port must be in 0..65535, got {args.port}")
+    check_listen_address(args.host, args.port)  # before the model loads
     if not is_loopback(args.host):
         log.warning("serving on %s: anyone who can reach it can run code through /v1/solve; "
                     "put it behind authentication", args.host)

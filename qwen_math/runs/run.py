@@ -94,7 +94,7 @@ class EvalConfig:
         if self.grader_workers is not None:
             at_least("--grader-workers", self.grader_workers, 1)
         positive_seconds("--grader-timeout", self.grader_timeout_s)
-        positive_seconds("--progress-interval", self.progress_interval_s)
+        positive_seconds("--progress-interval", self.progress_interval_s, allow_zero=True)
 
 
 @dataclass(frozen=True)
