@@ -245,6 +245,7 @@ class Session:
         with self._pool.running_slot():
             start = time.monotonic()
             try:
+                _signal(spawned.sid, signal.SIGCONT)
                 spawned.ctrl.settimeout(self.timeout)
                 spawned.ctrl.sendall(json.dumps(request).encode() + b"\n")
                 outcome = exchange.wait(start + self.timeout)
@@ -254,6 +255,9 @@ class Session:
                 outcome = "dead"
             duration = time.monotonic() - start
         if outcome == "reply":
+            # Frozen until its next cell: code that forged its reply, or hooked the worker's own
+            # calls, cannot keep computing outside every deadline (and slot) between cells.
+            _signal(spawned.sid, signal.SIGSTOP)
             return self._reply_result(exchange, duration)
         death = self._end_process(wait=outcome == "dead")  # only a death needs its cause
         return _death_result(outcome, death, exchange.stdout(), duration, self.output_limit)
@@ -271,6 +275,13 @@ class Session:
             self._end_process()
             return ExecResult("crashed", exchange.stdout(), "the session sent a malformed reply",
                               duration, "protocol")
+
+
+def _signal(sid: int, signum: int) -> None:
+    """Stop or continue a live session (its pid stays ours: only the driver reaps it, on our
+    request)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(sid, signum)
 
 
 # A cell the client killed -> (status, layer, error line).

@@ -17,6 +17,7 @@ import platform
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import test_sandbox_adversarial as adversarial
@@ -439,13 +440,23 @@ def test_poisoned_worker_json_restarts_the_session(pool):
     assert poisoned.status == "crashed" and after.stdout == "42\n"
 
 
-# -- a cell that keeps running after a forged reply is killed with its session
-def test_forged_reply_then_loop_does_not_outlive_the_session(pool):
+def cpu_ticks_and_state(pid: int) -> tuple[int, str]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), fields[0]
+
+
+# -- a cell that keeps running after a forged reply is frozen between cells, then killed
+def test_forged_reply_then_loop_burns_no_cpu_between_cells(pool):
     with pool.session() as session:
         session.start()
         sid = session.pid
         session.run(raw("import os\nos.write(3, b'{\"status\": \"ok\", \"seq\": 1}\\n')\nwhile True: pass"))
-        assert session.run("print(6*7)").status in {"timeout", "ok"}
+        time.sleep(0.05)  # SIGSTOP reaches a running process a moment later
+        before, state = cpu_ticks_and_state(sid)
+        time.sleep(0.3)
+        assert (cpu_ticks_and_state(sid)[0], state) == (before, "T")
+        assert session.run("print(6*7)").status == "timeout"
+        assert session.run("print(6*7)").stdout == "42\n"
     assert survivors(sid) == []
 
 
