@@ -3,7 +3,9 @@
 What it does: `Session` owns one session process of a `SandboxPool`'s driver. `run(code)`
 sends the cell, drains the output pipe continuously while waiting (cutting it at the cap),
 kills the whole session through the driver when the wall-clock deadline passes, and turns
-every outcome into an `ExecResult` (see the status table in `sandbox.result`). Variables,
+every outcome into an `ExecResult` (see the status table in `sandbox.result`).
+Between cells the session process is stopped (SIGSTOP; SIGCONT before the next cell): code
+that forged its reply cannot keep computing outside every deadline. Variables,
 functions and imports persist across cells; when the process dies (timeout, crash, memory,
 output cap) the next `run` starts a new one and silently replays the cells that succeeded.
 `run_code` and `run_pot` are the one-shot helpers on the default pool.
