@@ -129,8 +129,15 @@ def reversed_set(gold: str) -> str | None:
 # --- perturbations (must differ) --------------------------------------------------------------
 
 
+UNIT_POWER = re.compile(r"(?:\\(?:mathrm|text|mbox)\s*\{[^{}]*\}|(?<![\\a-zA-Z])[a-z]{2,})\s*\^\s*\{?(\d)\}?")
+
+
 def bump_last_integer(gold: str, delta: int = 1) -> str | None:
-    matches = list(re.finditer(r"(?<![\d.])\d+(?![\d.])", gold))
+    """The last integer changed; not a unit's power (``cm^2``: see ``unit_power``) nor a
+    base subscript (``8_9`` and ``8_10`` are the same number)."""
+    units = [m.span(1) for m in UNIT_POWER.finditer(gold)]
+    matches = [m for m in re.finditer(r"(?<![\d._])\d+(?![\d.])", gold)
+               if not any(a <= m.start() < b for a, b in units)]
     if not matches:
         return None
     m = matches[-1]
@@ -144,14 +151,14 @@ def times_ten(gold: str) -> str | None:
 def flip_sign(gold: str) -> str | None:
     if "\\pm" in gold or "," in gold or "=" in gold or "\\infty" in gold or re.search(r"[<>]|\\[lg]e", gold):
         return None
-    if re.fullmatch(r"0+(\.0+)?", gold):
-        return None
+    if not re.search(r"[1-9a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", gold)):
+        return None  # -0 is 0
     return gold[1:] if gold.startswith("-") and "-" not in gold[1:] and "+" not in gold else f"-({gold})"
 
 
 def swap_tuple(gold: str) -> str | None:
     match = re.fullmatch(r"\\?(?:left)?\(([^(),]+),([^(),]+)\\?(?:right)?\)", gold.replace(" ", ""))
-    if not match or match.group(1) == match.group(2):
+    if not match or re.sub(r"\\right|\\left", "", match.group(1)) == re.sub(r"\\right|\\left", "", match.group(2)):
         return None
     return f"({match.group(2)}, {match.group(1)})"
 
@@ -187,8 +194,8 @@ def digits_as_list(gold: str) -> str | None:
 
 def rename_variable(gold: str) -> str | None:
     letters = set(re.findall(r"(?<![\\a-zA-Z])([a-df-hj-z])(?![a-zA-Z])", gold))
-    if len(letters) != 1 or "y" in gold or "\\text" in gold:
-        return None
+    if len(letters) != 1 or "y" in gold or re.search(r"\\(?:text|mathrm|mbox|sum|prod|int)", gold):
+        return None  # a unit letter or a bound variable is not a free variable
     (letter,) = letters
     return re.sub(rf"(?<![\\a-zA-Z]){letter}(?![a-zA-Z])", "y", gold)
 
@@ -196,6 +203,21 @@ def rename_variable(gold: str) -> str | None:
 def decimal_times_hundred(gold: str) -> str | None:
     match = re.fullmatch(r"0\.(\d\d)", gold)
     return str(int(match.group(1))) if match and int(match.group(1)) else None
+
+
+def unit_power(gold: str) -> str | None:
+    """``15 cm^2`` -> ``15 cm^3`` (the number kept, the unit's power changed)."""
+    match = UNIT_POWER.search(gold)
+    if not match:
+        return None
+    power = "3" if match.group(1) == "2" else "2"
+    return gold[:match.start(1)] + power + gold[match.end(1):]
+
+
+def is_derivation(gold: str) -> bool:
+    """A worked derivation (several ``=``, or prose) rather than one answer: changing an
+    intermediate step does not change its final value, so perturbations skip it."""
+    return gold.count("=") > 1 or len(re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{4,}", gold)) > 3
 
 
 PERTURBATIONS: dict[str, Callable[[str], str | None]] = {
@@ -211,6 +233,7 @@ PERTURBATIONS: dict[str, Callable[[str], str | None]] = {
     "list_as_digits": lambda g: g.replace(",", "").replace(" ", "") if re.fullmatch(r"\d, ?\d", g) else None,
     "rename_variable": rename_variable,
     "hundredths": decimal_times_hundred,
+    "unit_power": unit_power,
 }
 
 
@@ -224,6 +247,8 @@ def respell_cases(data: Path) -> Iterator[Case]:
 
 def perturb_cases(data: Path) -> Iterator[Case]:
     for name, i, gold in benchmark_golds(data):
+        if is_derivation(gold):
+            continue
         for label, perturb in PERTURBATIONS.items():
             variant = perturb(gold)
             if variant is not None and variant.strip() and variant != gold:
@@ -290,6 +315,24 @@ def solution_cases(data: Path) -> Iterator[Case]:
     for i, row in enumerate(read_jsonl(data / "benchmarks" / "aqua.jsonl")):
         yield Case("solution_extract", f"aqua idx {i} rationale", None, row["correct"], True,
                    response=row["rationale"], dataset="aqua")
+    yield from olympiad_solution_cases(data)
+
+
+def olympiad_solution_cases(data: Path) -> Iterator[Case]:
+    """OlympiadBench reference solutions that state an answer (most are proofs that do not:
+    those are skipped) against ``final_answer``."""
+    import ast
+
+    from eval.datasets import gold_first_of_list
+    from eval.extract import extract_answer
+
+    for row in read_jsonl(data / "benchmarks" / "olympiadbench.jsonl"):
+        solutions = row["solution"]
+        solution = (ast.literal_eval(solutions) if isinstance(solutions, str) else solutions)[0]
+        if extract_answer(solution, dataset="olympiadbench") is not None:
+            yield Case("solution_extract", f"olympiadbench id {row['id']} solution", None,
+                       gold_first_of_list(row["final_answer"]), True, response=solution,
+                       dataset="olympiadbench")
 
 
 def model_output_cases(data: Path) -> Iterator[Case]:

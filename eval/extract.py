@@ -64,6 +64,7 @@ WORD = re.compile(r"(?<![\\a-zA-Z])[A-Za-z]{2,}")
 MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$", re.S)
 NUMBER = re.compile(r"(?<![\w^_{.])-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 SPAN_CONNECTOR = re.compile(r"\s*(?:,|;|,?\s*(?:and|or)|\\quad|\\text\{\s*(?:and|or)\s*\})?\s*", re.I)
+CONNECTIVE = re.compile(r"^\s*(?:therefore|thus|then|hence|so|simply|just|clearly|indeed)\b[\s,:]*", re.I)
 CHOICE_LEAD = re.compile(r"^[\s,:;(]*(?:(?:answer\s+)?(?:option|choice)\b\s*(?:is\b)?[\s:\-]*)?", re.I)
 LEADING_WORD_THEN_NUMBER = re.compile(r"^[^\d]*(?<![\\a-zA-Z])[A-Za-z]{2,}[^\d]*\d")
 BOX_CONNECTOR_WORDS = 4
@@ -174,13 +175,18 @@ def trailing_letter(text: str, choices: str) -> str | None:
 
 
 def answer_in_sentence(sentence: str) -> str | None:
-    """The answer an anchor sentence states: all of it when bare, else what follows its last
-    "is"/"=" or its last math span or number ("The volume of $V$ is 120." -> ``120``)."""
+    """The answer an anchor sentence states: all of it when bare (a leading "therefore" or
+    "thus" dropped), else the math span it opens with, else what follows its last "is"/"="
+    or its last math span or number ("The volume of $V$ is 120." -> ``120``)."""
+    sentence = CONNECTIVE.sub("", sentence)
     answer = strip_delimiters(sentence)
     if not answer:
         return None
-    if len(plain_words(answer)) <= 1:
+    if len(plain_words(sentence)) <= 1:  # words counted before "$" are stripped off the ends
         return answer
+    leading = MATH_SPAN.match(sentence)
+    if leading and span_text(leading):
+        return span_text(leading)  # "$800$ (independent of $T$)": the span stated first
     stated = re.split(r"\s(?:is|are|was|equals|be)\s|=", answer)[-1]
     if len(plain_words(stated)) <= 1 and strip_delimiters(stated):
         return strip_delimiters(stated)

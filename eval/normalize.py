@@ -198,7 +198,16 @@ def strip_delimiters(text: str) -> str:
     return text
 
 
+#: A bold number typeset digit by digit (``\\mathbf{1 4 4 0 0}``, OlympiadBench solutions).
+SPACED_BOLD_DIGITS = re.compile(r"\\(?:mathbf|textbf|boldsymbol)\s*\{\s*(-?\s*\d(?:\s+\d)+)\s*(\.?)\s*\}")
+
+
+def join_spaced_bold_digits(text: str) -> str:
+    return SPACED_BOLD_DIGITS.sub(lambda m: re.sub(r"\s+", "", m.group(1)) + m.group(2), text)
+
+
 def apply_rewrites(text: str) -> str:
+    text = join_spaced_bold_digits(text)
     text = re.sub(r",\s*\\!\s*(?=\d{3}(?!\d))", ",", text)  # 111, \! 111: a separator
     for old, new in LITERAL_REWRITES:
         text = text.replace(old, new)

@@ -145,6 +145,10 @@ from eval.normalize import normalize_answer
     ("9\\text{ a.m.}", "9 \\text{ multiples}", False),  # math idx 429 vs 3921: a.m. is no unit
     ("9\\text{ a.m.}", "9\\text{ p.m.}", False),  # math idx 429
     ("9 a.m.", "9:00 \\text{ a.m.}", True),  # math idx 429
+    ("\\mathbf{1 4 4 0 0}", "14400", True),  # olympiadbench id 2762: a bold number typeset digit by digit
+    ("7+\\left(63-7^{2}\\right)=\\mathbf{2 1}", "21", True),  # olympiadbench id 2775
+    ("\\frac{\\mathbf{9}}{\\mathbf{2 5}}", "$\\frac{9}{25}$", True),  # olympiadbench id 2599
+    ("1 2", "12", False),  # outside bold, spaced digits stay two numbers
     # --- infinities and empties
     ("-\\infty", "\\infty", False),
     ("\\emptyset", "\\varnothing", True),

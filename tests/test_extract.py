@@ -37,6 +37,13 @@ from eval.normalize import normalize_answer
     # a box, then a later final-answer statement overrides it (Math-Verify numina case)
     ("$0.05 \\cdot 10,200 = \\boxed{255}$ so $10,455. The final answer is $10,455$.", None, "10,455"),
     ("so \\boxed{5}. Therefore, the answer is correct.", None, "5"),  # a word does not override
+    # a connective after the anchor, and prose after the stated span (OlympiadBench solutions)
+    ("the answer is therefore $7+\\left(63-7^{2}\\right)=\\mathbf{2 1}$.", None,
+     "7+\\left(63-7^{2}\\right)=\\mathbf{2 1}"),  # olympiadbench id 2775
+    ("so the answer is $\\mathbf{8 0 0}$ (independent of $T$ ). [Note: ...]", None,
+     "\\mathbf{8 0 0}"),  # olympiadbench id 2909
+    ("we will show that the answer is $s=3$, regardless of the value of $n$.\n\nFirst", None,
+     "s=3"),  # olympiadbench id 2010
     # --- multiple choice
     ("The answer is (D).", "aqua", "D"),
     ("$\\boxed{\\text{(C)}}$", "aqua", "\\text{(C)}"),
