@@ -84,13 +84,19 @@ def copy_run(runs, tmp_path, name="run"):
     (["--max-concurrency", "0"], "--max-concurrency must be an integer >= 1"),
     (["--max-retries", "-1"], "--max-retries must be an integer >= 0"),
     (["--request-timeout", "nan"], "--request-timeout must be a finite number"),
-    (["-tp", "0"], "--tensor-parallel-size must be an integer >= 1"),
-    (["--gpu-memory-utilization", "2"], "--gpu-memory-utilization must be in (0, 1]"),
+    (["--backend", "vllm", "--model", "{model}", "-tp", "0"], "tensor_parallel_size must be an integer >= 1"),
+    (["--backend", "vllm", "--model", "{model}", "-dp", "0"], "data_parallel_size must be an integer >= 1"),
+    (["--backend", "vllm", "--model", "{model}", "--gpu-memory-utilization", "2"],
+     "gpu_memory_utilization must be in (0, 1]"),
     (["--mode", "foo"], "invalid choice: 'foo'"),
     (["-n", "abc"], "invalid int value: 'abc'"),
     (["--temp", "0"], "unrecognized arguments: --temp"),
 ])
 def test_solve_flag_values(toy, capsys, flags, message):
+    model = toy["root"] / "fake-model"  # enough of a checkpoint for the flag checks
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    flags = [flag.format(model=model) for flag in flags]
     code, err = run_cli(capsys, "solve", "1+1?", "--backend", "scripted", "--script", toy["script"], *flags)
     assert code == 2 and message in err
 
@@ -277,6 +283,18 @@ def test_rescore_out_never_overwrites_an_input(runs, tmp_path, capsys):
         code, err = run_cli(capsys, "rescore", str(samples), "--out", str(out))
         assert code == 2 and "is also an input file" in err
     assert samples.read_bytes() == before
+
+
+def test_rescore_rows_without_gold_are_reported_and_excluded(tmp_path, capsys, caplog):
+    rows = [{"idx": 0, "code": ["\\boxed{2}"], "gt": "2"}, {"idx": 1, "code": ["\\boxed{3}"]}]
+    path = write_jsonl(tmp_path / "official.jsonl", rows)
+    assert main(["rescore", path, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "1 problem(s) have no gold answer and are excluded (idx 1)" in caplog.text
+    assert json.loads(captured.out)["problems"] == 1
+    only = write_jsonl(tmp_path / "nogold.jsonl", rows[1:])
+    code, err = run_cli(capsys, "rescore", only)
+    assert code == 2 and "no row has a gold answer" in err
 
 
 def test_rescore_folder_input(runs, capsys):

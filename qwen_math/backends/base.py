@@ -95,11 +95,7 @@ class BackendOptions:
     def __post_init__(self) -> None:
         if self.max_batch_size is not None:
             at_least("max_batch_size", self.max_batch_size, 1)
-        at_least("--tensor-parallel-size", self.tensor_parallel_size, 1)
-        at_least("--pipeline-parallel-size", self.pipeline_parallel_size, 1)
-        at_least("--data-parallel-size", self.data_parallel_size, 1)
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        # (the vllm backend checks its own fields before it imports vLLM: vllm.engine_kwargs)
         at_least("--max-concurrency", self.max_concurrency, 1)
         positive_seconds("--request-timeout", self.request_timeout_s)
         at_least("--max-retries", self.max_retries, 0)

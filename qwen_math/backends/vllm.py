@@ -375,8 +375,9 @@ class VLLMBackend:
 
         from qwen_math.model import resolve_checkpoint
 
-        import_vllm()  # fail early, with the install hint, before loading anything
         _check_positive("data_parallel_size", options.data_parallel_size)
+        engine_kwargs(options, model_path=options.model)  # every flag checked before anything loads
+        import_vllm()  # fail early, with the install hint, before loading anything
         checkpoint = resolve_checkpoint(options.model)
         kwargs = engine_kwargs(options, model_path=str(checkpoint))
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HELP = "Re-extract and re-grade existing output files; print acc, maj@k, pass@k."
 
@@ -160,6 +163,20 @@ def read_samples(path: Path, dataset: str | None) -> list[Sample]:
     return samples
 
 
+def with_gold(samples: list[Sample]) -> list[Sample]:
+    """The samples that have a gold answer; the others are reported and excluded (as in runs)."""
+    from eval.errors import DataError
+
+    kept = [s for s in samples if s.gold is not None and s.gold.strip()]
+    dropped = sorted({str(s.idx) for s in samples if s.gold is None or not s.gold.strip()})
+    if not kept:
+        raise DataError(f"{samples[0].file}: no row has a gold answer ('answer' or 'gt'; 'gold' in sample records)")
+    if dropped:
+        log.warning("%s: %d problem(s) have no gold answer and are excluded (idx %s)", samples[0].file,
+                    len(dropped), ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""))
+    return kept
+
+
 # --- grading and summarising ----------------------------------------------------------------
 
 
@@ -242,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     check_dataset_name(args.dataset)
     if args.out:
         check_output_file(args.out, what="--out", inputs=args.files)
-    per_file = {str(path): read_samples(Path(path), args.dataset) for path in args.files}
+    per_file = {str(path): with_gold(read_samples(Path(path), args.dataset)) for path in args.files}
     samples = [s for file_samples in per_file.values() for s in file_samples]
     grades = grade_samples(samples, workers=args.workers, timeout=args.timeout)
     rows = [verdict_row(s, g) for s, g in zip(samples, grades, strict=True)]
