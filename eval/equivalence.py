@@ -1058,6 +1058,8 @@ def answers_equal(pred: str, gold: str) -> bool:
         return False
     if norm_pred.percent != norm_gold.percent and (norm_pred.decorated or norm_gold.decorated):
         return False  # 10% is not 10 edges: a percent sign is dropped only against a bare number
+    if None not in (norm_pred.unit_power, norm_gold.unit_power) and norm_pred.unit_power != norm_gold.unit_power:
+        return False  # 15 cm^3 is not 15 cm^2 (a bare 15 still is)
     if canonical_text(norm_pred.text) == canonical_text(norm_gold.text):
         return True
     if decimal_comma_equal(norm_pred.text, norm_gold.text):

@@ -181,6 +181,7 @@ class Normalized:
     degree: bool = False
     currency: bool = False
     unit: bool = False
+    unit_power: int | None = None  # 2 for cm^2 / square feet, 3 for cubic units; else None
 
     @property
     def decorated(self) -> bool:
@@ -237,6 +238,7 @@ def degree_gap(match: re.Match[str]) -> str:
 def split_decorations(text: str) -> Normalized:
     """Strip a trailing unit, degree sign, currency sign or percent sign, remembering each."""
     percent = degree = currency = unit = False
+    power = None
     for _ in range(3):
         stripped, n = PERCENT.subn("", text)
         if n:
@@ -252,8 +254,18 @@ def split_decorations(text: str) -> Normalized:
             if n == 0:
                 stripped, n = UNIT_PATTERN.subn("", text)
             if n and stripped.strip() and not stripped.rstrip().endswith(("/", "\\cdot", "*", "-")):
-                unit, text = True, stripped.strip()
-    return Normalized(text, percent=percent, degree=degree, currency=currency, unit=unit)
+                unit, power, text = True, power or unit_power(text[len(stripped):]), stripped.strip()
+    return Normalized(text, percent=percent, degree=degree, currency=currency, unit=unit, unit_power=power)
+
+
+def unit_power(unit: str) -> int | None:
+    """The power a stripped unit states (``cm^2``, ``square feet`` -> 2; ``cubic`` -> 3)."""
+    match = re.search(r"\^\s*\{?\s*([23])\s*\}?", unit)
+    if match:
+        return int(match.group(1))
+    if re.search(r"\b(?:square|sq)\b", unit, re.I):
+        return 2
+    return 3 if re.search(r"\bcubic\b", unit, re.I) else None
 
 
 def normalize_answer(text: str) -> Normalized:
@@ -266,10 +278,12 @@ def normalize_answer(text: str) -> Normalized:
     body = unwrap_command(decorated.text, FORMATTING_COMMANDS)
     body = re.sub(r"\s+", " ", body).strip()
     body = strip_delimiters(body)
+    unstripped = body
     body, compound_unit = strip_unit_suffix(body)
+    power = decorated.unit_power or (unit_power(unstripped[len(body):]) if compound_unit else None)
     body = remove_thousands_separators(body)
     return Normalized(body, decorated.percent, decorated.degree, decorated.currency,
-                      decorated.unit or compound_unit)
+                      decorated.unit or compound_unit, power)
 
 
 UNIT_SET = frozenset(u for u in UNIT_WORDS if " " not in u and "/" not in u and "^" not in u)

@@ -149,6 +149,11 @@ from eval.normalize import normalize_answer
     ("7+\\left(63-7^{2}\\right)=\\mathbf{2 1}", "21", True),  # olympiadbench id 2775
     ("\\frac{\\mathbf{9}}{\\mathbf{2 5}}", "$\\frac{9}{25}$", True),  # olympiadbench id 2599
     ("1 2", "12", False),  # outside bold, spaced digits stay two numbers
+    ("15\\mbox{ cm}^3", "15\\mbox{ cm}^2", False),  # math500 idx 467: a unit's power differs
+    ("$22.1cm^{3}$", "$22.1cm^{2}$", False),  # gaokao2023en idx 144
+    ("$11.6 \\mathrm{lb} / \\mathrm{in}^{3}$", "$11.6 \\mathrm{lb} / \\mathrm{in}^{2}$", False),  # college_math idx 368
+    ("15 square centimeters", "15\\mbox{ cm}^2", True),  # math500 idx 467
+    ("15", "15\\mbox{ cm}^2", True),  # math500 idx 467: the bare number still answers
     # --- infinities and empties
     ("-\\infty", "\\infty", False),
     ("\\emptyset", "\\varnothing", True),
