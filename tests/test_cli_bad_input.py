@@ -148,6 +148,14 @@ def widen_config(folder):
     (folder / "config.json").write_text(json.dumps(config))
 
 
+def drop_tensor(folder):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["model.layers.0.mlp.gate_proj.weight"]
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
 def drop_config(folder):
     (folder / "config.json").unlink()
 
@@ -159,6 +167,7 @@ def drop_config(folder):
     (truncate_weights, "a .safetensors file is damaged or truncated"),
     (empty_weights, "a .safetensors file is damaged or truncated"),
     (widen_config, "the weights' shapes do not match config.json"),
+    (drop_tensor, "the checkpoint lacks 1 weight tensor(s) (model.layers.0.mlp.gate_proj.weight)"),
 ])
 def test_damaged_checkpoint(tiny_checkpoint, tmp_path, capsys, damage, message):
     from transformers.utils import logging as hf_logging

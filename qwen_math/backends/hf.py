@@ -195,7 +195,7 @@ def load_model(folder: Any, *, device: Any, dtype: Any) -> Any:
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        model, loading = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, output_loading_info=True)
     except SafetensorError as exc:
         raise UsageError(f"--model {folder}: a .safetensors file is damaged or truncated ({exc})") from None
     except (OSError, ValueError) as exc:
@@ -205,4 +205,8 @@ def load_model(folder: Any, *, device: Any, dtype: Any) -> Any:
             raise
         raise UsageError(f"--model {folder}: the weights' shapes do not match config.json "
                          "(see the load report above)") from None
+    missing = sorted(loading.get("missing_keys") or ())
+    if missing:  # transformers would run them as random weights
+        raise UsageError(f"--model {folder}: the checkpoint lacks {len(missing)} weight tensor(s) "
+                         f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); it is incomplete")
     return model.to(device).eval()
