@@ -328,4 +328,8 @@ def load_benchmark(name_or_path: str | os.PathLike[str], *, split: str = "test",
     local = local_file(spec.name, split, data_dir)
     if local is not None:
         return load_jsonl(local, spec.name, limit)
+    flat = local_file(spec.name, "test", data_dir) if data_dir is not None and split != "test" else None
+    if flat is not None:
+        raise DataError(f"split {split!r}: {flat} holds the test split; put the {split} split in "
+                        f"{flat.parent / spec.name / f'{split}.jsonl'} (or leave --data-dir out to use the hub)")
     return load_from_hub(spec, split, limit)

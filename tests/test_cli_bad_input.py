@@ -249,8 +249,12 @@ def test_other_split_never_reads_the_flat_test_file(tmp_path):
     (["--shard", "3/2"], "shard must be i/N"),
     (["--datasets", "nosuch"], "unknown dataset 'nosuch'"),
     (["--data-dir", "/nonexistent-dir", "--datasets", "gsm8k"], "--data-dir /nonexistent-dir: no such folder"),
+    (["--data-dir", "{root}", "--datasets", "gsm8k", "--split", "train"],
+     "split 'train': {root}/gsm8k.jsonl holds the test split"),
 ])
 def test_eval_flag_values(toy, tmp_path, capsys, flags, message):
+    write_jsonl(tmp_path / "gsm8k.jsonl", [{"question": "q", "answer": "#### 1"}])
+    flags, message = [flag.format(root=tmp_path) for flag in flags], message.format(root=tmp_path)
     code, err = run_cli(capsys, *toy["argv"], *flags, "--output-dir", str(tmp_path / "run"))
     assert code == 2 and message in err
 
