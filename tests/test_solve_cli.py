@@ -62,6 +62,17 @@ def test_text_output_answer_votes_and_trace(script, capsys):
     assert "answer: 42" in out and "[cell 1: ok" in out and "[cell 2: error" in out
 
 
+# --- terminal safety: model text and program output cannot drive the terminal -------------------
+def test_control_characters_are_escaped_in_text_output(script, capsys):
+    evil = "```python\nprint('\\x1b]0;pwned\\x07\\x1b[2J')\n```\n```output"
+    argv = ["-q", "solve", "What is 6*7?", "--mode", "tir", "--backend", "scripted",
+            "--script", script([evil, "\x1b[31m\\boxed{42}"]), "--show-trace"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;pwned\\x07" in out and "answer: 42" in out
+
+
 # --- problem sources ---------------------------------------------------------------------------
 def test_problem_from_at_file_and_file_flag(script, tmp_path, capsys):
     problem = tmp_path / "problem.txt"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -113,26 +114,40 @@ def read_text_file(name: str) -> str:
 
 
 # --- printing -----------------------------------------------------------------------------
+#: C0/C1 control characters other than newline and tab: model text and program output could
+#: otherwise drive the user's terminal (escape sequences, cursor moves, title changes).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), for human output."""
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def show(text: str, **kwargs) -> None:
+    print(terminal_safe(text), **kwargs)
+
+
 def print_turn_live(trajectory, turn, executed: bool) -> None:
     """Streaming: a turn's text when it is generated, its program's result when it has run."""
     if executed:
-        print(turn.appended, end="", flush=True)
+        show(turn.appended, end="", flush=True)
         if turn.status and turn.status != "ok":
             print(f"[cell {turn.status}]", flush=True)
     else:
-        print(turn.text, end="", flush=True)
+        show(turn.text, end="", flush=True)
 
 
 def print_trace(sample) -> None:
-    print(f"--- sample {sample.sample} · finish {sample.finish_reason} · "
+    show(f"--- sample {sample.sample} · finish {sample.finish_reason} · "
           f"{sample.completion_tokens} tokens · tool calls {sample.tool_calls} · "
           f"answer {sample.answer if sample.answer is not None else '(none)'} ---")
     cells = 0
     for turn in sample.turns:
-        print(turn.text, end="")
+        show(turn.text, end="")
         if turn.code is not None:
             cells += 1
-            print(turn.appended, end="")
+            show(turn.appended, end="")
             print(f"[cell {cells}: {turn.status}, {turn.exec_duration_s or 0:.3f} s]")
     print()
 
@@ -140,10 +155,10 @@ def print_trace(sample) -> None:
 def print_answer(solution) -> None:
     """The answer, the vote table (equivalent answers merged) and the finish reasons."""
     total = len(solution.samples)
-    print(f"answer: {solution.answer if solution.answer is not None else '(no answer)'}")
+    show(f"answer: {solution.answer if solution.answer is not None else '(no answer)'}")
     print("votes:")
     for answer, count in solution.votes.items():
-        print(f"  {count:>4}/{total}  {answer}")
+        show(f"  {count:>4}/{total}  {answer}")
     missing = sum(1 for sample in solution.samples if sample.answer is None)
     if missing:
         print(f"  {missing:>4}/{total}  (no answer)")
