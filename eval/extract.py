@@ -135,8 +135,9 @@ def from_boxes(text: str, policy: ExtractionPolicy) -> str | None:
     spans = boxed_spans(text)
     if not spans:
         return None
-    if ANCHOR.search(text, spans[-1][1]) and states_math(from_anchor(text, policy)):
-        return None  # a final-answer statement after the last box overrides it
+    if ANCHOR.search(text, spans[-1][1]) and states_math(from_anchor(text, policy, leading_span=False)):
+        return None  # a final-answer statement after the last box overrides it (a plain one
+        # only: "check our answer: $17 \cdot 44 = 748$, so it is correct" does not)
     group = [spans[-1]]
     for span in reversed(spans[:-1]):
         if not is_box_connector(text[span[1]:group[0][0]]):
@@ -154,7 +155,7 @@ def states_math(answer: str | None) -> bool:
     return answer is not None and bool(re.search(r"\d|\\[a-zA-Z]|^\(?[A-Za-z]\)?$", answer.strip()))
 
 
-def from_anchor(text: str, policy: ExtractionPolicy) -> str | None:
+def from_anchor(text: str, policy: ExtractionPolicy, *, leading_span: bool = True) -> str | None:
     matches = list(ANCHOR.finditer(text))
     if not matches:
         return None
@@ -165,7 +166,7 @@ def from_anchor(text: str, policy: ExtractionPolicy) -> str | None:
             trailing_letter(strip_delimiters(sentence), policy.choices)
         if letter:
             return letter
-    return answer_in_sentence(sentence)
+    return answer_in_sentence(sentence, leading_span=leading_span)
 
 
 def trailing_letter(text: str, choices: str) -> str | None:
@@ -174,7 +175,7 @@ def trailing_letter(text: str, choices: str) -> str | None:
     return match.group(1) if match else None
 
 
-def answer_in_sentence(sentence: str) -> str | None:
+def answer_in_sentence(sentence: str, *, leading_span: bool = True) -> str | None:
     """The answer an anchor sentence states: all of it when bare (a leading "therefore" or
     "thus" dropped), else the math span it opens with, else what follows its last "is"/"="
     or its last math span or number ("The volume of $V$ is 120." -> ``120``)."""
@@ -184,7 +185,7 @@ def answer_in_sentence(sentence: str) -> str | None:
         return None
     if len(plain_words(sentence)) <= 1:  # words counted before "$" are stripped off the ends
         return answer
-    leading = MATH_SPAN.match(sentence)
+    leading = MATH_SPAN.match(sentence) if leading_span else None
     if leading and span_text(leading):
         return span_text(leading)  # "$800$ (independent of $T$)": the span stated first
     stated = re.split(r"\s(?:is|are|was|equals|be)\s|=", answer)[-1]

@@ -37,6 +37,8 @@ from eval.normalize import normalize_answer
     # a box, then a later final-answer statement overrides it (Math-Verify numina case)
     ("$0.05 \\cdot 10,200 = \\boxed{255}$ so $10,455. The final answer is $10,455$.", None, "10,455"),
     ("so \\boxed{5}. Therefore, the answer is correct.", None, "5"),  # a word does not override
+    ("$17^{-1}\\equiv \\boxed{44}\\pmod{83}$.\n\nWe may check our answer: $17\\cdot 44 = 748 \\equiv 1\\pmod{83}$, "
+     "so our answer is correct.", None, "44"),  # math500 idx 448: a check does not override
     # a connective after the anchor, and prose after the stated span (OlympiadBench solutions)
     ("the answer is therefore $7+\\left(63-7^{2}\\right)=\\mathbf{2 1}$.", None,
      "7+\\left(63-7^{2}\\right)=\\mathbf{2 1}"),  # olympiadbench id 2775
