@@ -53,8 +53,23 @@ def count_tool_calls(turns: Sequence[Turn]) -> int:
     return sum(1 for turn in turns if turn.code is not None)
 
 
+class TurnsView:
+    """``response`` and ``tool_calls`` for any result that holds ``turns``."""
+
+    turns: tuple[Turn, ...]
+
+    @property
+    def response(self) -> str:
+        """The full transcript after the prompt, tool outputs included."""
+        return transcript(self.turns)
+
+    @property
+    def tool_calls(self) -> int:
+        return count_tool_calls(self.turns)
+
+
 @dataclass(frozen=True)
-class SampleRecord:
+class SampleRecord(TurnsView):
     """One sampled solution of one problem, with its grade."""
 
     dataset: str
@@ -79,15 +94,6 @@ class SampleRecord:
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.dataset, self.idx, self.sample)
-
-    @property
-    def response(self) -> str:
-        """The full transcript the model produced, tool outputs included."""
-        return transcript(self.turns)
-
-    @property
-    def tool_calls(self) -> int:
-        return count_tool_calls(self.turns)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -27,7 +27,7 @@ from qwen_math.backends.base import Backend
 from qwen_math.config import DEFAULT_MAX_TOOL_CALLS, SamplingConfig, default_sampling
 from qwen_math.errors import UsageError
 from qwen_math.prompts import check_prompt_style
-from qwen_math.record import Turn, count_tool_calls, transcript
+from qwen_math.record import Turn, TurnsView
 from qwen_math.strategies import make_strategy
 from qwen_math.strategies.base import Trajectory
 from qwen_math.strategies.runner import (
@@ -52,7 +52,7 @@ class ProblemInput:
 
 
 @dataclass(frozen=True)
-class SampleResult:
+class SampleResult(TurnsView):
     """One finished sample: its turns, the extracted answer and why it ended."""
 
     problem_id: str
@@ -64,15 +64,6 @@ class SampleResult:
     prompt_tokens: int
     completion_tokens: int
     generation_time_s: float
-
-    @property
-    def response(self) -> str:
-        """The whole transcript after the prompt, tool outputs included."""
-        return transcript(self.turns)
-
-    @property
-    def tool_calls(self) -> int:
-        return count_tool_calls(self.turns)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -41,3 +41,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-qwen2")
     dev.write_tiny_model(path, shape="tiny", seed=0)
     return path
+
+
+@pytest.fixture(scope="module")
+def hf_backend(tiny_checkpoint):
+    """The in-process engine over the tiny checkpoint (fp32, CPU), one per test module."""
+    hf = pytest.importorskip("qwen_math.backends.hf")
+    from qwen_math.backends.base import BackendOptions
+
+    backend = hf.HFBackend.create(BackendOptions(model=str(tiny_checkpoint), device="cpu", dtype="float32"))
+    yield backend
+    backend.close()

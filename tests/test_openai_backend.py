@@ -95,14 +95,6 @@ def server(tiny_checkpoint):
     serving.stop()
 
 
-@pytest.fixture(scope="module")
-def hf_backend(tiny_checkpoint):
-    hf = pytest.importorskip("qwen_math.backends.hf")
-    backend = hf.HFBackend.create(BackendOptions(model=str(tiny_checkpoint), device="cpu", dtype="float32"))
-    yield backend
-    backend.close()
-
-
 def openai_backend(checkpoint, url, *, concurrency=4, retry=FAST_RETRY, timeout_s=60.0) -> OpenAIBackend:
     created = OpenAIBackend.create(BackendOptions(model=str(checkpoint), base_url=url, max_concurrency=concurrency))
     created.close()

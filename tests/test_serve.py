@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_math.backends.base import BackendOptions, Completion, GenerationRequest, run_to_completion
+from qwen_math.backends.base import Completion, GenerationRequest, run_to_completion
 from qwen_math.backends.openai_compat import OpenAIClient, RetryPolicy
 from qwen_math.config import SamplingConfig
 from qwen_math.serve import (
@@ -34,14 +34,6 @@ CHAT = "<|im_start|>system\nPlease reason step by step.<|im_end|>\n<|im_start|>u
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def hf_backend(tiny_checkpoint):
-    hf = pytest.importorskip("qwen_math.backends.hf")
-    backend = hf.HFBackend.create(BackendOptions(model=str(tiny_checkpoint), device="cpu", dtype="float32"))
-    yield backend
-    backend.close()
-
-
 class Serving:
     """A server on a free loopback port, its address, and raw HTTP helpers."""
 
