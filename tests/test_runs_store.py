@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import time
 
 import pytest
 
@@ -132,6 +133,16 @@ def progress_record(idx: int, answer: str, correct: bool, statuses: tuple[str, .
     return SampleRecord(dataset="gsm8k", idx=idx, sample=0, question_id=str(idx), question="q",
                         turns=turns, answer=answer, gold="5", correct=correct, finish_reason="eos",
                         completion_tokens=10)
+
+
+def test_progress_line_appears_while_no_sample_has_finished():
+    # long generations: every sample still running, the user still sees a periodic line
+    stream = io.StringIO()
+    with RunProgress("gsm8k", total_samples=80, n=4, stream=stream, interval_s=0.05):
+        time.sleep(0.3)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("gsm8k: samples 0/80") for line in lines)
+    assert "elapsed" in lines[-1]
 
 
 def test_plain_progress_line_reports_counts_accuracy_and_maj():

@@ -13,6 +13,7 @@ line goes through ``logging``-free ``stream.write`` because it *is* the command'
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -80,6 +81,21 @@ class RunProgress:
         self._start_time = time.monotonic()
         self._last_line_time = 0.0
         self._bar = self._make_bar() if enabled and _is_terminal(self.stream) else None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="qwen-math-progress", daemon=True)
+        if enabled and interval_s > 0:
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Every interval, show progress even when no sample finished (long generations)."""
+        while not self._stopped.wait(self.interval_s):
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.set_postfix_str(self.summary(with_eta=False), refresh=False)
+                    self._bar.refresh()
+                elif time.monotonic() - self._last_line_time >= self.interval_s:
+                    self._write_line()
 
     def _make_bar(self) -> Any:
         from tqdm import tqdm
@@ -102,15 +118,17 @@ class RunProgress:
     def _show(self) -> None:
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.set_postfix_str(self.summary(with_eta=False), refresh=False)
-            self._bar.update(1)
-            return
-        now = time.monotonic()
-        if now - self._last_line_time >= self.interval_s:
-            self._last_line_time = now
-            self.stream.write(f"{self.label}: {self.summary(with_eta=True)}\n")
-            self.stream.flush()
+        with self._lock:
+            if self._bar is not None:
+                self._bar.set_postfix_str(self.summary(with_eta=False), refresh=False)
+                self._bar.update(1)
+            elif time.monotonic() - self._last_line_time >= self.interval_s:
+                self._write_line()
+
+    def _write_line(self) -> None:
+        self._last_line_time = time.monotonic()
+        self.stream.write(f"{self.label}: {self.summary(with_eta=True)}\n")
+        self.stream.flush()
 
     def summary(self, *, with_eta: bool) -> str:
         s = self.state
@@ -127,6 +145,7 @@ class RunProgress:
             f"exec err {exec_rate:.1%}",
         ]
         if with_eta:
+            parts.append(f"elapsed {format_eta(elapsed)}")
             parts.append(f"ETA {format_eta(self.eta_s(elapsed))}")
         return " | ".join(parts)
 
@@ -137,6 +156,9 @@ class RunProgress:
         return (s.total_samples - s.samples_done) * elapsed / s.new_samples
 
     def close(self) -> None:
+        self._stopped.set()
+        if self._heartbeat.is_alive():
+            self._heartbeat.join()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
