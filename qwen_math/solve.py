@@ -38,17 +38,11 @@ from qwen_math.strategies.runner import (
     run_trajectories,
 )
 
+#: One problem to sample (id stable across runs, text, dataset for extraction).
+ProblemInput = Problem
+
 #: Longer problems are refused before tokenizing (no Qwen2.5-Math context holds them).
 MAX_PROBLEM_CHARS = 100_000
-
-
-@dataclass(frozen=True)
-class ProblemInput:
-    """One problem to sample: its id (stable across runs), its text, its dataset (for extraction)."""
-
-    problem_id: str
-    question: str
-    dataset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +101,7 @@ def generate_samples(
     """Yield each sample of each problem as soon as it completes (any order)."""
     strategy = make_strategy(mode, max_tool_calls=max_tool_calls)
     trajectories = run_trajectories(
-        [Problem(p.problem_id, p.question, p.dataset) for p in problems],
+        list(problems),
         strategy=strategy, sampling=sampling, backend=backend,
         prompt_style=check_prompt_style(prompt_style), sandbox=SandboxAccess(pool=sandbox_pool),
         samples=samples, skip=skip, on_turn=on_turn,

@@ -45,7 +45,10 @@ TurnCallback = Callable[[Trajectory, Turn, bool], None]
 
 @dataclass(frozen=True)
 class Problem:
-    """What the runner needs of a problem."""
+    """One problem to sample: its id (stable across runs), its text, its dataset (for extraction).
+
+    Exported as ``qwen_math.solve.ProblemInput``.
+    """
 
     problem_id: str
     question: str
