@@ -120,7 +120,8 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     assert samples.read_bytes().startswith(written_before), context  # nothing written was rewritten
     expected = {(r["idx"], r["sample"]): strip_time_dependent(r) for r in records(reference)}
     assert {(r["idx"], r["sample"]): strip_time_dependent(r) for r in final} == expected, context
-    assert f"{at_kill} of {LIMIT * N} samples already written" in rerun.stderr or at_kill == 0, context
+    if 0 < at_kill < LIMIT * N:  # samples finishing in one burst can all land before the kill
+        assert f"{at_kill} of {LIMIT * N} samples already written" in rerun.stderr, context
 
     # the metrics of the resumed run equal the uninterrupted run's (time-dependent keys aside)
     metrics = [json.loads(RunLayout(d).dataset_metrics("gsm8k").read_text()) for d in (reference, resumed)]
