@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 import test_sandbox_adversarial as adversarial
 from test_sandbox_adversarial import (
-    ATTACK_TIMEOUT,
-    DEADLINE_MARGIN,
-    SECRET,
+    assert_contained,
     escape,
     raw,
     survivors,
@@ -368,23 +366,13 @@ def test_heldout_attack_is_contained(request, pool, victim, listener, code, stat
         sid = session.pid
         result = session.run(code)
         again = session.run("print(6*7)")
-    assert result.status in statuses, result
-    shown = result.stdout + (result.error or "")
-    assert "PWNED" not in shown, result
+    assert "PWNED" not in result.stdout + (result.error or ""), result
     if expect is not None:
         assert expect in result.stdout, result
-    if result.status == "timeout":
-        assert result.duration_s < ATTACK_TIMEOUT + DEADLINE_MARGIN, result.duration_s
-    if result.status in {"blocked", "timeout", "output_truncated"}:
-        assert result.layer, result
     if request.node.callspec.id not in SAME_SESSION_UNCHECKED:
         assert again.stdout == "42\n", again
     assert "```" not in escape_fences(result.stdout)
-    assert survivors(sid) == []
-    assert victim_snapshot(victim) == before
-    assert SECRET not in shown
-    assert hits == []
-    assert pool.run_code("print(6*7)").stdout == "42\n"
+    assert_contained(result, statuses, pool=pool, sid=sid, victim=victim, before=before, hits=hits)
 
 
 # -- signals between sessions: SIGIO owners (ioctl, fcntl with high bits), SIGKILL as SIGIO
