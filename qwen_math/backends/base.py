@@ -22,7 +22,7 @@ What it deliberately does not do: prompts, tools or grading (strategies own thos
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -124,12 +124,22 @@ class Backend(Protocol):
 
 def run_to_completion(backend: Backend, requests: Sequence[GenerationRequest]) -> list[Completion]:
     """``generate`` for any backend: add every request, step until done, keep request order."""
+    return drain(requests, add=backend.add_request, step=backend.step,
+                 has_unfinished=backend.has_unfinished)
+
+
+def drain(requests: Sequence[Any], *, add: Callable[[Any], None], step: Callable[[], Sequence[Any]],
+          has_unfinished: Callable[[], bool]) -> list[Any]:
+    """Add every request, step until nothing is unfinished; the results in request order.
+
+    Shared by backends and the engine: anything with a ``request_id`` on both sides.
+    """
     for request in requests:
-        backend.add_request(request)
-    done: dict[str, Completion] = {}
-    while backend.has_unfinished():
-        for completion in backend.step():
-            done[completion.request_id] = completion
+        add(request)
+    done: dict[str, Any] = {}
+    while has_unfinished():
+        for result in step():
+            done[result.request_id] = result
     return [done[request.request_id] for request in requests]
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from qwen_math.backends.base import drain
 from qwen_math.engine.graphs import GraphDecoder
 from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
 from qwen_math.engine.qwen2 import Qwen2Forward
@@ -177,13 +178,7 @@ class Engine:
 
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Generate every request to completion; results in request order."""
-        for request in requests:
-            self.add(request)
-        done: dict[str, EngineResult] = {}
-        while self.has_unfinished():
-            for result in self.step():
-                done[result.request_id] = result
-        return [done[r.request_id] for r in requests]
+        return drain(requests, add=self.add, step=self.step, has_unfinished=self.has_unfinished)
 
     def peak_memory_bytes(self) -> int:
         if self.device.type == "cuda":
