@@ -256,14 +256,25 @@ def listener():
 
 @pytest.mark.parametrize("code, statuses", ATTACKS)
 def test_attack_is_contained(pool, victim, listener, code, statuses):
+    [result], check = launch_attack(pool, victim, listener, code)
+    check(result, statuses)
+
+
+def launch_attack(pool, victim, listener, code, *follow_up):
+    """Run ``code`` (then the ``follow_up`` cells) in one fresh session, VICTIM and PORT filled
+    in; returns the results and ``check(result, statuses)`` for after the session closed."""
     port, hits = listener
     code = code.replace("VICTIM", str(victim)).replace("PORT", str(port))
     before = victim_snapshot(victim)
     with pool.session() as session:
         session.start()
         sid = session.pid
-        result = session.run(code)
-    assert_contained(result, statuses, pool=pool, sid=sid, victim=victim, before=before, hits=hits)
+        results = [session.run(cell) for cell in (code, *follow_up)]
+
+    def check(result, statuses) -> None:
+        assert_contained(result, statuses, pool=pool, sid=sid, victim=victim, before=before, hits=hits)
+
+    return results, check
 
 
 def assert_contained(result, statuses, *, pool, sid, victim, before, hits) -> None:

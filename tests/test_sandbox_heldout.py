@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 import test_sandbox_adversarial as adversarial
 from test_sandbox_adversarial import (
-    assert_contained,
     escape,
+    launch_attack,
     raw,
     survivors,
-    victim_snapshot,
 )
 
 from sandbox import SandboxPool, escape_fences
@@ -358,21 +357,14 @@ SAME_SESSION_UNCHECKED = {"lock-own-workdir", "setprofile-on-worker", "reply-for
 
 @pytest.mark.parametrize("code, statuses, expect", ATTACKS)
 def test_heldout_attack_is_contained(request, pool, victim, listener, code, statuses, expect):
-    port, hits = listener
-    code = code.replace("VICTIM", str(victim)).replace("PORT", str(port))
-    before = victim_snapshot(victim)
-    with pool.session() as session:
-        session.start()
-        sid = session.pid
-        result = session.run(code)
-        again = session.run("print(6*7)")
+    [result, again], check = launch_attack(pool, victim, listener, code, "print(6*7)")
     assert "PWNED" not in result.stdout + (result.error or ""), result
     if expect is not None:
         assert expect in result.stdout, result
     if request.node.callspec.id not in SAME_SESSION_UNCHECKED:
         assert again.stdout == "42\n", again
     assert "```" not in escape_fences(result.stdout)
-    assert_contained(result, statuses, pool=pool, sid=sid, victim=victim, before=before, hits=hits)
+    check(result, statuses)
 
 
 # -- signals between sessions: SIGIO owners (ioctl, fcntl with high bits), SIGKILL as SIGIO
