@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from sandbox.errors import SandboxUnavailable
@@ -85,88 +86,175 @@ def warm_up() -> None:
         log.debug("sandbox driver: warm-up incomplete", exc_info=True)
 
 
+# Pre-forked, fully hardened idle sessions kept for the most recently requested limits: opening
+# a session is then a hand-off of two fds, not a fork. Small and bounded (each is a process).
+IDLE_SESSIONS = 2
+_MAX_FREE_SLOTS = 64
+
+
+@dataclasses.dataclass
+class _Built:
+    """A session process the driver forked; it holds the client ends until the hand-off."""
+
+    sid: int
+    key: tuple[int, int]
+    ctrl: socket.socket
+    out_read: int
+    slot: int | None
+    oom_baseline: int
+
+
 @dataclasses.dataclass
 class _DriverState:
     sock: socket.socket
     probe: object
     seccomp_program: object
     workbase: str
-    sessions: set[int] = dataclasses.field(default_factory=set)
-    dying: set[int] = dataclasses.field(default_factory=set)
+    shared: object = None  # isolation.SharedNamespaces: made once, every session lives in them
+    sessions: dict[int, _Built] = dataclasses.field(default_factory=dict)  # handed off
+    dying: dict[int, _Built] = dataclasses.field(default_factory=dict)
+    idle: list[_Built] = dataclasses.field(default_factory=list)
+    idle_key: tuple[int, int] | None = None
+    free_slots: list[int] = dataclasses.field(default_factory=list)
+    next_slot: int = 0
+
+    @property
+    def private_workdir(self) -> bool:
+        return bool(self.probe.mount_namespace[0] and self.probe.net_namespace[0])
 
 
-def _spawn(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
+def _take_cgroup_slot(state: _DriverState, limits) -> tuple[int | None, int]:
     from sandbox import isolation, worker
 
-    limits = isolation.Limits(memory_mb=int(request["memory_mb"]), cpu_s=int(request["cpu_s"]))
+    if state.probe.cgroups is None:
+        return None, 0
+    if state.free_slots:
+        slot = state.free_slots.pop()
+    else:
+        slot, state.next_slot = state.next_slot, state.next_slot + 1
+    try:
+        baseline = isolation.prepare_session_cgroup(state.probe.cgroups, slot, limits.memory_mb * 2**20,
+                                                    worker.SessionPlan.max_pids)
+    except OSError:
+        log.debug("sandbox driver: cgroup slot s%s unusable", slot, exc_info=True)
+        return None, 0  # the session reports its cgroup layer inactive; strict mode decides
+    return slot, baseline
+
+
+def _build(state: _DriverState, key: tuple[int, int]) -> _Built:
+    """Fork one session process; it hardens itself and announces `ready` on its socket."""
+    from sandbox import isolation, worker
+
+    limits = isolation.Limits(memory_mb=key[0], cpu_s=key[1])
+    slot, baseline = _take_cgroup_slot(state, limits)
     ctrl_client, ctrl_session = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     out_read, out_write = os.pipe()
+    forked_at = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        plan = worker.SessionPlan(limits, "", os.getppid(), state.probe)
-        plan = dataclasses.replace(plan, workdir=f"{state.workbase}/w{os.getpid()}")
+        workdir = f"{state.workbase}/w" if state.private_workdir else f"{state.workbase}/w{os.getpid()}"
+        plan = worker.SessionPlan(limits, workdir, os.getppid(), state.probe, cgroup_slot=slot,
+                                  shared=state.shared, private_workdir=state.private_workdir,
+                                  forked_at=forked_at)
         worker.session_main(plan, state.seccomp_program, ctrl_session.fileno(), out_write)
     ctrl_session.close()
     os.close(out_write)
-    state.sessions.add(pid)
-    try:
-        return {"ok": True, "sid": pid}, [ctrl_client.detach(), out_read]
-    except OSError:
-        os.close(out_read)
-        raise
+    return _Built(pid, key, ctrl_client, out_read, slot, baseline)
 
 
-def _signal_session(state: _DriverState, sid: int) -> None:
+def _spawn(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
+    key = (int(request["memory_mb"]), int(request["cpu_s"]))
+    state.idle_key = key
+    built = next((b for b in state.idle if b.key == key), None)
+    if built is not None:
+        state.idle.remove(built)
+    else:
+        built = _build(state, key)
+    state.sessions[built.sid] = built
+    fds = [built.ctrl.detach(), built.out_read]
+    return {"ok": True, "sid": built.sid}, fds
+
+
+def refill_idle(state: _DriverState) -> bool:
+    """One step of keeping IDLE_SESSIONS ready for the last requested limits; True if it did
+    something. Idle sessions for other limits are ended first."""
+    stale = next((b for b in state.idle if b.key != state.idle_key), None)
+    if stale is not None:
+        state.idle.remove(stale)
+        _end_built(state, stale)
+        return True
+    if state.idle_key is None or len(state.idle) >= IDLE_SESSIONS:
+        return False
+    state.idle.append(_build(state, state.idle_key))
+    return True
+
+
+def _end_built(state: _DriverState, built: _Built) -> None:
+    """End a session the driver still holds the client ends of (idle, never handed off)."""
+    with contextlib.suppress(OSError):
+        built.ctrl.close()
+    with contextlib.suppress(OSError):
+        os.close(built.out_read)
+    _signal_session(state, built)
+    state.dying[built.sid] = built
+
+
+def _signal_session(state: _DriverState, built: _Built) -> None:
     """SIGKILL the session's process group and anything left in its cgroup."""
     from sandbox import isolation
 
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(sid, signal.SIGKILL)
-    if state.probe.cgroups is not None:
-        isolation.kill_session_cgroup(state.probe.cgroups, sid)
+        os.killpg(built.sid, signal.SIGKILL)
+    if state.probe.cgroups is not None and built.slot is not None:
+        isolation.kill_session_cgroup(state.probe.cgroups, built.slot)
 
 
-def _clean_up(state: _DriverState, sid: int) -> bool:
-    """Remove a reaped session's cgroup and work dir; True when its cgroup saw an OOM."""
+def _clean_up(state: _DriverState, built: _Built) -> bool:
+    """Recycle a reaped session's cgroup slot, remove its work dir; True when it saw an OOM."""
     from sandbox import isolation
 
-    cgroups = state.probe.cgroups
-    oom = cgroups is not None and isolation.session_hit_memory_limit(cgroups, sid)
-    if cgroups is not None:
-        isolation.remove_session_cgroup(cgroups, sid)
-    remove_tree(f"{state.workbase}/w{sid}")
+    cgroups, slot = state.probe.cgroups, built.slot
+    oom = False
+    if cgroups is not None and slot is not None:
+        oom = isolation.session_hit_memory_limit(cgroups, slot, built.oom_baseline)
+        isolation.kill_session_cgroup(cgroups, slot)
+        if isolation.session_cgroup_empty(cgroups, slot) and len(state.free_slots) < _MAX_FREE_SLOTS:
+            state.free_slots.append(slot)
+        else:
+            isolation.remove_session_cgroup(cgroups, slot)
+    if not state.private_workdir:  # a private work dir was a tmpfs: gone with its mount namespace
+        remove_tree(f"{state.workbase}/w{built.sid}")
     return oom
 
 
-def _reap(state: _DriverState, sid: int) -> dict:
-    _signal_session(state, sid)
-    _, status = os.waitpid(sid, 0)
-    state.sessions.discard(sid)
-    oom = _clean_up(state, sid)
+def _reap(state: _DriverState, built: _Built) -> dict:
+    _signal_session(state, built)
+    _, status = os.waitpid(built.sid, 0)
+    oom = _clean_up(state, built)
     return {"ok": True, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
             "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, "oom": oom}
 
 
 def reap_dying(state: _DriverState) -> None:
     """Finish sessions killed without waiting: reap the exited ones and clean up after them."""
-    for sid in list(state.dying):
+    for sid, built in list(state.dying.items()):
         pid, _ = os.waitpid(sid, os.WNOHANG)
         if pid:
-            state.dying.discard(sid)
-            _clean_up(state, sid)
+            del state.dying[sid]
+            _clean_up(state, built)
 
 
 def _kill(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
     """End a session. With `wait` (a session that died or timed out) reply with how it ended;
     without (a plain close) reply at once and reap it while idle."""
     sid = int(request["sid"])
-    if sid not in state.sessions:
+    built = state.sessions.pop(sid, None)
+    if built is None:
         return {"ok": False, "error": f"unknown session {sid}"}, []
     if request.get("wait", True):
-        return _reap(state, sid), []
-    _signal_session(state, sid)
-    state.sessions.discard(sid)
-    state.dying.add(sid)
+        return _reap(state, built), []
+    _signal_session(state, built)
+    state.dying[sid] = built
     return {"ok": True}, []
 
 
@@ -187,13 +275,20 @@ def remove_tree(path: str) -> None:
         shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
+def _pending(sock: socket.socket, wait: float | None) -> bool:
+    return bool(select.select([sock], [], [], wait)[0])
+
+
 def serve(state: _DriverState) -> None:
+    """Answer requests; between them reap, and refill the idle sessions (requests first)."""
     while True:
         if state.dying:
             reap_dying(state)
-        idle_wait = _REAP_POLL_S if state.dying else None
-        if not select.select([state.sock], [], [], idle_wait)[0]:
-            continue
+        if not _pending(state.sock, 0):
+            if refill_idle(state):
+                continue
+            if not _pending(state.sock, _REAP_POLL_S if state.dying else None):
+                continue
         message = state.sock.recv(_MAX_MESSAGE)
         if not message:
             return
@@ -210,11 +305,14 @@ def serve(state: _DriverState) -> None:
 def shutdown(state: _DriverState) -> None:
     from sandbox import isolation
 
-    for sid in list(state.sessions) + list(state.dying):
-        state.sessions.add(sid)
+    for built in state.idle:
+        _end_built(state, built)
+    for built in [*state.sessions.values(), *state.dying.values()]:
         with contextlib.suppress(OSError):
-            _reap(state, sid)
+            _reap(state, built)
     if state.probe.cgroups is not None:
+        for slot in range(state.next_slot):
+            isolation.remove_session_cgroup(state.probe.cgroups, slot)
         isolation.remove_driver_cgroups(state.probe.cgroups)
     remove_tree(state.workbase)
 
@@ -229,18 +327,29 @@ def main(argv: list[str]) -> int:
         isolation.prctl(isolation.PR_SET_DUMPABLE, 0)  # sessions cannot open /proc/<driver>/mem
     preimport()
     warm_up()
-    from sandbox import isolation
+    from sandbox import isolation, worker
 
     probe, seccomp_program = isolation.probe_host()
+    # Paid once for every session: the empty network namespace, the seccomp program ready to
+    # load, the libc wrappers resolved, the sessions' environment.
+    shared = isolation.enter_shared_namespaces(probe.net_namespace[0])
+    program = isolation.SeccompProgram(seccomp_program) if seccomp_program is not None else None
+    isolation.warm_syscall_wrappers()
+    os.environ.clear()
+    os.environ.update(worker.SESSION_ENV)
     workbase = tempfile.mkdtemp(prefix="qwen-sandbox-")
     os.chmod(workbase, 0o711)  # a session with a dropped uid must reach its own work dir
-    state = _DriverState(sock, probe, seccomp_program, workbase)
+    state = _DriverState(sock, probe, program, workbase, shared)
+    if state.private_workdir:
+        os.mkdir(f"{workbase}/w", 0o700)  # every session mounts its own tmpfs over it
     gc.collect()
     gc.freeze()  # forked sessions then never touch (and copy) the driver's objects
     try:
         cgroup_dirs = sorted({probe.cgroups.memory, probe.cgroups.pids}) if probe.cgroups else []
+        host = probe.as_dict()
+        host["shared_namespaces"] = {"active": shared.active, "detail": shared.detail}
         hello = {"hello": True, "pid": os.getpid(), "python": sys.executable,
-                 "uid": os.geteuid(), "host": probe.as_dict(), "workbase": workbase,
+                 "uid": os.geteuid(), "host": host, "workbase": workbase,
                  "cgroups": cgroup_dirs}
         sock.send(json.dumps(hello).encode())
         serve(state)

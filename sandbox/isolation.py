@@ -16,6 +16,7 @@ Linux only; on other systems every layer reports inactive and strict mode refuse
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import errno
@@ -245,12 +246,27 @@ def export_seccomp_program(filt) -> bytes:
         return handle.read()
 
 
-def load_seccomp_program(program: bytes) -> None:
+class SeccompProgram:
+    """A BPF program prepared once in the driver: the buffer and `sock_fprog` are built before
+    any fork, so a session only makes the one prctl call that installs it."""
+
+    def __init__(self, program: bytes) -> None:
+        self.program = bytes(program)
+        self._buffer = ctypes.create_string_buffer(self.program, len(self.program))
+        self._fprog = _SockFprog(len(self.program) // 8, ctypes.cast(self._buffer, ctypes.c_void_p))
+
+    def __len__(self) -> int:
+        return len(self.program)
+
+    def load(self) -> None:
+        """Install the filter on this process (no-new-privs must be set)."""
+        _check(_libc().prctl(_PR_SET_SECCOMP, ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                             ctypes.byref(self._fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+
+
+def load_seccomp_program(program: bytes | SeccompProgram) -> None:
     """Install a BPF program (no-new-privs must be set): prctl(PR_SET_SECCOMP, FILTER)."""
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    _check(_libc().prctl(_PR_SET_SECCOMP, ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(fprog),
-                         0, 0), "prctl(PR_SET_SECCOMP)")
+    (program if isinstance(program, SeccompProgram) else SeccompProgram(program)).load()
 
 
 # -- cgroups -----------------------------------------------------------------------------------
@@ -296,30 +312,62 @@ def create_driver_cgroups(root: str = "/sys/fs/cgroup") -> tuple[CgroupDirs | No
         return None, f"unavailable ({exc.__class__.__name__}: {exc})"
 
 
-def _session_cgroup_paths(dirs: CgroupDirs, sid: int) -> tuple[str, str]:
-    return f"{dirs.memory}/s{sid}", f"{dirs.pids}/s{sid}"
+def _session_cgroup_paths(dirs: CgroupDirs, slot: int) -> tuple[str, str]:
+    return f"{dirs.memory}/s{slot}", f"{dirs.pids}/s{slot}"
 
 
-def join_session_cgroup(dirs: CgroupDirs, memory_bytes: int, max_pids: int) -> str:
-    """Create this session's cgroup(s), set memory and pids limits, and move into them."""
-    memory, pids = _session_cgroup_paths(dirs, os.getpid())
-    me = str(os.getpid())
-    os.mkdir(memory)
+def prepare_session_cgroup(dirs: CgroupDirs, slot: int, memory_bytes: int, max_pids: int) -> int:
+    """Driver side, before the fork: make (or reuse) cgroup slot `slot` with these limits.
+
+    Slots are recycled: a reaped session's empty cgroup is the next session's, so no session
+    pays for mkdir/rmdir. Returns the slot's memory-limit event count now (the baseline a later
+    `session_hit_memory_limit` compares against: the counters cannot be reset).
+    """
+    memory, pids = _session_cgroup_paths(dirs, slot)
+    for path in {memory, pids}:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
     if dirs.version == 2:
-        Path(f"{memory}/memory.max").write_text(str(memory_bytes))
+        _write_if_changed(f"{memory}/memory.max", str(memory_bytes))
         if os.path.exists(f"{memory}/memory.swap.max"):
-            Path(f"{memory}/memory.swap.max").write_text("0")
-        Path(f"{memory}/pids.max").write_text(str(max_pids))
-        Path(f"{memory}/cgroup.procs").write_text(me)
-        return f"v2 memory.max={memory_bytes}, pids.max={max_pids}"
-    Path(f"{memory}/memory.limit_in_bytes").write_text(str(memory_bytes))
-    if os.path.exists(f"{memory}/memory.memsw.limit_in_bytes"):
-        Path(f"{memory}/memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
-    os.mkdir(pids)
-    Path(f"{pids}/pids.max").write_text(str(max_pids))
-    Path(f"{memory}/cgroup.procs").write_text(me)
-    Path(f"{pids}/cgroup.procs").write_text(me)
-    return f"v1 memory.limit_in_bytes={memory_bytes}, pids.max={max_pids}"
+            _write_if_changed(f"{memory}/memory.swap.max", "0")
+        _write_if_changed(f"{memory}/pids.max", str(max_pids))
+    else:
+        if os.path.exists(f"{memory}/memory.memsw.limit_in_bytes"):
+            # memsw must stay >= the memory limit: lower memory first, raise memsw first
+            _set_v1_memory_limits(memory, memory_bytes)
+        else:
+            _write_if_changed(f"{memory}/memory.limit_in_bytes", str(memory_bytes))
+        _write_if_changed(f"{pids}/pids.max", str(max_pids))
+    return memory_limit_events(dirs, slot)
+
+
+def _write_if_changed(path: str, value: str) -> None:
+    try:
+        current = Path(path).read_text().strip()
+    except OSError:
+        current = None
+    if current != value:
+        Path(path).write_text(value)
+
+
+def _set_v1_memory_limits(memory: str, memory_bytes: int) -> None:
+    current = _counter(f"{memory}/memory.limit_in_bytes")
+    order = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    for name in order if memory_bytes < current else reversed(order):
+        _write_if_changed(f"{memory}/{name}", str(memory_bytes))
+
+
+def join_session_cgroup(dirs: CgroupDirs, slot: int, memory_bytes: int, max_pids: int) -> str:
+    """Session side: move this process into its prepared cgroup slot (limits already set)."""
+    memory, pids = _session_cgroup_paths(dirs, slot)
+    me = str(os.getpid())
+    for path in sorted({memory, pids}):
+        Path(f"{path}/cgroup.procs").write_text(me)
+    if _cgroup_procs(memory) != [os.getpid()]:
+        raise OSError(errno.EBUSY, f"cgroup slot s{slot} is not this session's alone")
+    kind = "v2 memory.max" if dirs.version == 2 else "v1 memory.limit_in_bytes"
+    return f"{kind}={memory_bytes}, pids.max={max_pids} (slot s{slot}, reused, empty before)"
 
 
 def _cgroup_procs(path: str) -> list[int]:
@@ -359,12 +407,21 @@ def _counter(path: str, key: str | None = None) -> int:
     return 0
 
 
-def session_hit_memory_limit(dirs: CgroupDirs, sid: int) -> bool:
-    memory, _ = _session_cgroup_paths(dirs, sid)
+def memory_limit_events(dirs: CgroupDirs, slot: int) -> int:
+    """How often the slot's memory limit was hit or its OOM killer ran (monotonic counters)."""
+    memory, _ = _session_cgroup_paths(dirs, slot)
     if dirs.version == 2:
-        return _counter(f"{memory}/memory.events", "oom_kill") + _counter(f"{memory}/memory.events", "max") > 0
+        return _counter(f"{memory}/memory.events", "oom_kill") + _counter(f"{memory}/memory.events", "max")
     return (_counter(f"{memory}/memory.failcnt") + _counter(f"{memory}/memory.memsw.failcnt")
-            + _counter(f"{memory}/memory.oom_control", "oom_kill")) > 0
+            + _counter(f"{memory}/memory.oom_control", "oom_kill"))
+
+
+def session_hit_memory_limit(dirs: CgroupDirs, slot: int, baseline: int = 0) -> bool:
+    return memory_limit_events(dirs, slot) > baseline
+
+
+def session_cgroup_empty(dirs: CgroupDirs, slot: int) -> bool:
+    return not any(_cgroup_procs(path) for path in set(_session_cgroup_paths(dirs, slot)))
 
 
 def remove_session_cgroup(dirs: CgroupDirs, sid: int) -> None:
@@ -464,25 +521,74 @@ def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int,
     _check(libc.mount(source, target.encode(), fstype, flags, data), f"mount {target}")
 
 
-def enter_namespaces(*, mount: bool) -> str:
-    """A new, empty network namespace (and a private mount namespace when `mount`).
+def enter_namespaces(*, mount: bool, net: bool = True, user: bool | None = None) -> str:
+    """New, empty network + IPC + UTS namespaces (`net`) and/or a private mount namespace.
 
-    Root unshares directly; other users get a user namespace mapping only themselves.
+    Root unshares directly; other users get a user namespace mapping only themselves (`user`
+    defaults to "not root"; a session already in its driver's user namespace passes False).
     """
-    flags = _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS | (_CLONE_NEWNS if mount else 0)
-    if os.geteuid() == 0:
+    flags = (_CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS if net else 0) | (_CLONE_NEWNS if mount else 0)
+    if user is None:
+        user = os.geteuid() != 0
+    if not user:
         unshare(flags)
     else:
         uid, gid = os.geteuid(), os.getegid()
         prctl(PR_SET_DUMPABLE, 1)  # the driver is not dumpable: /proc/self/uid_map would be root's
-        unshare(_CLONE_NEWUSER | flags)
-        Path("/proc/self/setgroups").write_text("deny")
-        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
-        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        try:
+            unshare(_CLONE_NEWUSER | flags)
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        finally:
+            prctl(PR_SET_DUMPABLE, 0)
     if mount:
         _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)  # nothing propagates to the host
-    user = "" if os.geteuid() == 0 and not flags & _CLONE_NEWUSER else "user + "
-    return f"new {user}network + IPC + UTS{' + mount' if mount else ''} namespaces (no interfaces up)"
+    kinds = (["user"] if user else []) + (["network", "IPC", "UTS"] if net else []) + (["mount"] if mount else [])
+    return f"new {' + '.join(kinds)} namespace{'s' if len(kinds) > 1 else ''}" + (" (no interfaces up)" if net else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedNamespaces:
+    """The empty network + IPC + UTS namespaces the driver enters once, before any session.
+
+    Every session of this driver lives in them (no interfaces but a down loopback, so there is
+    no network at all; sockets, SysV/POSIX IPC and hostnames are refused by seccomp on top); each
+    session still gets its own mount namespace (private work-dir tmpfs, /proc covered).
+    `user_ns`: the driver is unprivileged and made a user namespace mapping only itself;
+    sessions then drop the capabilities they inherit in it.
+    """
+
+    active: bool
+    detail: str
+    user_ns: bool = False
+
+
+def enter_shared_namespaces(net_available: bool) -> SharedNamespaces:
+    """Driver side, once: move the driver into empty network + IPC + UTS namespaces."""
+    if not net_available:
+        return SharedNamespaces(False, "unshare(CLONE_NEWNET) refused on this host")
+    user = os.geteuid() != 0
+    try:
+        detail = enter_namespaces(mount=False, net=True, user=user)
+    except OSError as exc:
+        return SharedNamespaces(False, f"{exc.__class__.__name__}: {exc}")
+    return SharedNamespaces(True, f"{detail}, made once by the driver", user)
+
+
+def drop_capabilities() -> str:
+    """Clear every capability this process holds (those a user namespace granted)."""
+    _set_capabilities(0)
+    return "no capabilities (those of the driver's user namespace dropped)"
+
+
+def warm_syscall_wrappers() -> None:
+    """Resolve the libc symbols sessions call (ctypes caches them) before any fork."""
+    libc = _libc()
+    for name in ("prctl", "unshare", "mount", "syscall", "capset"):
+        getattr(libc, name)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p]
 
 
 def mount_workdir_tmpfs(path: str, size_mb: int, inodes: int = 4096) -> str:

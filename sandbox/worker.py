@@ -44,6 +44,10 @@ class SessionPlan:
     driver_pid: int
     probe: isolation.HostProbe
     max_pids: int = 1
+    cgroup_slot: int | None = None  # prepared (limits set) by the driver; the session joins it
+    shared: isolation.SharedNamespaces | None = None  # the driver's network + IPC + UTS namespaces
+    private_workdir: bool = False  # `workdir` is one path for every session, each its own tmpfs
+    forked_at: float = 0.0  # time.monotonic() in the driver just before the fork
 
 
 class _CountingRaw(io.RawIOBase):
@@ -112,15 +116,17 @@ SESSION_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 
 
 def _reset_environment() -> str:
-    os.environ.clear()
-    os.environ.update(SESSION_ENV)
+    if dict(os.environ) != SESSION_ENV:  # the driver already holds exactly this environment
+        os.environ.clear()
+        os.environ.update(SESSION_ENV)
     return "inherited environment dropped; only " + ", ".join(f"{k}=1" for k in SESSION_ENV)
 
 
-def _make_workdir(path: str) -> str:
-    os.mkdir(path, 0o700)
-    os.chdir(path)
-    return path
+def _make_workdir(path: str, private: bool) -> str:
+    if not private:
+        os.mkdir(path, 0o700)
+    os.chdir(path)  # a private one is covered by this session's own tmpfs just below
+    return path + (" (own tmpfs mounted over it in this session's mount namespace)" if private else "")
 
 
 def _parent_death_signal(driver_pid: int) -> str:
@@ -133,23 +139,42 @@ def _parent_death_signal(driver_pid: int) -> str:
 # Steps without which the process must not run user code at all (it would hold the driver's
 # socket, the caller's environment, or share a directory): failing one ends the session.
 ESSENTIAL = ("setsid", "fds", "empty_env", "workdir")
+# With one work-dir path for every session, its private tmpfs is what separates them.
+ESSENTIAL_PRIVATE_WORKDIR = ("net_namespace", "workdir_quota")
+
+
+def _process_detail(plan: SessionPlan) -> str:
+    how = "pre-forked by the driver" if plan.forked_at else "forked"
+    return f"{how}, session pid {os.getpid()}"
+
+
+def _namespaces(plan: SessionPlan) -> str:
+    """Per session: a private mount namespace; network + IPC + UTS are the driver's (made once)
+    when it has them, else this session's own."""
+    mount = plan.probe.mount_namespace[0]
+    if plan.shared is not None and plan.shared.active:
+        own = isolation.enter_namespaces(mount=mount, net=False, user=False) if mount else "no mount namespace"
+        return f"{plan.shared.detail}; {own}"
+    return isolation.enter_namespaces(mount=mount)
 
 
 def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _Layers:
     layers = _Layers()
     probe = plan.probe
-    layers.apply("process", lambda: f"forked session pid {os.getpid()}")
+    layers.apply("process", lambda: _process_detail(plan))
+    if plan.forked_at:
+        layers.table["process"]["cost_ms"] = round((time.monotonic() - plan.forked_at) * 1000, 3)
     layers.apply("setsid", lambda: os.setsid() or f"own session and process group {os.getsid(0)}")
     layers.apply("fds", lambda: _wire_fds(ctrl_fd, out_fd))
     layers.apply("empty_env", _reset_environment)
-    layers.apply("workdir", lambda: _make_workdir(plan.workdir))
-    if probe.cgroups is not None:
+    layers.apply("workdir", lambda: _make_workdir(plan.workdir, plan.private_workdir))
+    if probe.cgroups is not None and plan.cgroup_slot is not None:
         layers.apply("cgroup", lambda: isolation.join_session_cgroup(
-            probe.cgroups, plan.limits.memory_mb * 2**20, plan.max_pids))
+            probe.cgroups, plan.cgroup_slot, plan.limits.memory_mb * 2**20, plan.max_pids))
     else:
         layers.skip("cgroup", probe.cgroups_detail)
     if probe.net_namespace[0]:
-        layers.apply("net_namespace", lambda: isolation.enter_namespaces(mount=probe.mount_namespace[0]))
+        layers.apply("net_namespace", lambda: _namespaces(plan))
     else:
         layers.skip("net_namespace", probe.net_namespace[1])
     if probe.mount_namespace[0] and layers.active("net_namespace"):
@@ -166,6 +191,8 @@ def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _La
         layers.apply("uid_drop", lambda: isolation.drop_uid(probe.uid_drop[2]) or probe.uid_drop[1])
     else:
         layers.skip("uid_drop", probe.uid_drop[1])
+    if plan.shared is not None and plan.shared.user_ns:
+        layers.apply("capabilities", isolation.drop_capabilities)
     layers.apply("parent_death", lambda: _parent_death_signal(plan.driver_pid))
     layers.apply("no_new_privs", lambda: isolation.prctl(isolation.PR_SET_NO_NEW_PRIVS, 1)
                  or isolation.prctl(isolation.PR_SET_DUMPABLE, 0)
@@ -177,6 +204,7 @@ def harden(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) -> _La
         layers.skip("landlock", "kernel has no Landlock")
     if seccomp_program is not None:
         layers.apply("seccomp", lambda: isolation.load_seccomp_program(seccomp_program) or probe.seccomp[1])
+
     else:
         layers.skip("seccomp", probe.seccomp[1])
     return layers
@@ -332,7 +360,10 @@ def session_main(plan: SessionPlan, seccomp_program, ctrl_fd: int, out_fd: int) 
     code = 70
     try:
         layers = harden(plan, seccomp_program, ctrl_fd, out_fd)
-        if not all(layers.active(step) for step in ESSENTIAL):
+        essential = ESSENTIAL + (ESSENTIAL_PRIVATE_WORKDIR if plan.private_workdir else ())
+        if plan.shared is not None and plan.shared.user_ns:
+            essential += ("capabilities",)  # never run user code with the driver's userns caps
+        if not all(layers.active(step) for step in essential):
             os._exit(72)
         serve(layers)
         code = 0
