@@ -90,6 +90,7 @@ def warm_up() -> None:
 # a session is then a hand-off of two fds, not a fork. Small and bounded (each is a process).
 IDLE_SESSIONS = 2
 _MAX_FREE_SLOTS = 64
+_REFILL_DELAY_S = 0.002
 
 
 @dataclasses.dataclass
@@ -280,11 +281,13 @@ def _pending(sock: socket.socket, wait: float | None) -> bool:
 
 
 def serve(state: _DriverState) -> None:
-    """Answer requests; between them reap, and refill the idle sessions (requests first)."""
+    """Answer requests; between them reap, and refill the idle sessions (requests first: right
+    after a hand-off the same client's close usually follows within a cell's time)."""
+    refill_after = 0.0
     while True:
         if state.dying:
             reap_dying(state)
-        if not _pending(state.sock, 0):
+        if not _pending(state.sock, refill_after):
             if refill_idle(state):
                 continue
             if not _pending(state.sock, _REAP_POLL_S if state.dying else None):
@@ -293,6 +296,7 @@ def serve(state: _DriverState) -> None:
         if not message:
             return
         request = json.loads(message)
+        refill_after = _REFILL_DELAY_S if request.get("op") == "spawn" else 0.0
         try:
             reply, fds = HANDLERS[request["op"]](state, request)
         except (OSError, KeyError, ValueError) as exc:
