@@ -2,14 +2,23 @@
 
 What it does: `main` runs in a child process of the user (`Driver` starts it with an empty
 environment and one SOCK_SEQPACKET socket). It pre-imports the allowed math modules, warms
-SymPy up, probes the host's isolation layers, freezes the GC, and then forks one session
-process per `spawn` request, handing the client the session's control socket and output
-pipe (SCM_RIGHTS); `kill` ends a session's whole process group and cgroup, reaps it,
-reports how it died (signal, exit code, cgroup OOM) and removes its work dir. The driver exits
-when the client's socket closes (the client died or closed it): it is never a daemon.
+SymPy up, probes the host's isolation layers, and pays once for what is the same for every
+session: it enters empty network + IPC + UTS namespaces itself (sessions inherit them), prepares
+the seccomp program for a single prctl, resolves the libc wrappers, sets the sessions'
+environment, makes the one work-dir mount point, freezes the GC. It then forks session
+processes, each of which hardens itself with what must differ per session (own process group,
+cgroup slot with its own memory/pids limits, mount namespace with a private tmpfs work dir and
+/proc covered, rlimits, uid drop, Landlock domain, seccomp). A small bounded number
+(`IDLE_SESSIONS`) of fully hardened idle sessions is kept for the most recently requested
+limits, so a `spawn` is a hand-off of the session's control socket and output pipe
+(SCM_RIGHTS), refilled between requests. `kill` ends a session's whole process group and
+cgroup, reaps it, reports how it died (signal, exit code, cgroup OOM) and recycles its cgroup
+slot. The driver exits when the client's socket closes (the client died or closed it): it is
+never a daemon.
 
 What it deliberately does not do: run user code (only its forked children do), talk to a
-session after the fork, or keep secrets: it inherits no environment from the user.
+session after the fork, reuse a session process for a second session (every session is a
+fresh fork), or keep secrets: it inherits no environment from the user.
 """
 
 from __future__ import annotations
@@ -116,7 +125,7 @@ class _DriverState:
     dying: dict[int, _Built] = dataclasses.field(default_factory=dict)
     idle: list[_Built] = dataclasses.field(default_factory=list)
     idle_key: tuple[int, int] | None = None
-    free_slots: list[int] = dataclasses.field(default_factory=list)
+    free_slots: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # slot, limit, events
     next_slot: int = 0
 
     @property
@@ -125,21 +134,24 @@ class _DriverState:
 
 
 def _take_cgroup_slot(state: _DriverState, limits) -> tuple[int | None, int]:
+    """A recycled slot (its limit rewritten only when it differs) or a new one; (slot, the
+    slot's memory-limit event count now) or (None, 0) without cgroups."""
     from sandbox import isolation, worker
 
-    if state.probe.cgroups is None:
+    cgroups, memory_bytes = state.probe.cgroups, limits.memory_mb * 2**20
+    if cgroups is None:
         return None, 0
-    if state.free_slots:
-        slot = state.free_slots.pop()
-    else:
-        slot, state.next_slot = state.next_slot, state.next_slot + 1
     try:
-        baseline = isolation.prepare_session_cgroup(state.probe.cgroups, slot, limits.memory_mb * 2**20,
-                                                    worker.SessionPlan.max_pids)
+        if state.free_slots:
+            slot, limit, baseline = state.free_slots.pop()
+            if limit != memory_bytes:
+                isolation.set_session_memory_limit(cgroups, slot, memory_bytes)
+            return slot, baseline
+        slot, state.next_slot = state.next_slot, state.next_slot + 1
+        return slot, isolation.prepare_session_cgroup(cgroups, slot, memory_bytes, worker.SessionPlan.max_pids)
     except OSError:
-        log.debug("sandbox driver: cgroup slot s%s unusable", slot, exc_info=True)
+        log.debug("sandbox driver: cgroup slot unusable", exc_info=True)
         return None, 0  # the session reports its cgroup layer inactive; strict mode decides
-    return slot, baseline
 
 
 def _build(state: _DriverState, key: tuple[int, int]) -> _Built:
@@ -196,40 +208,37 @@ def _end_built(state: _DriverState, built: _Built) -> None:
         built.ctrl.close()
     with contextlib.suppress(OSError):
         os.close(built.out_read)
-    _signal_session(state, built)
+    _signal_session(built)
     state.dying[built.sid] = built
 
 
-def _signal_session(state: _DriverState, built: _Built) -> None:
-    """SIGKILL the session's process group and anything left in its cgroup."""
-    from sandbox import isolation
-
+def _signal_session(built: _Built) -> None:
+    """SIGKILL the session's process group (what its cgroup still holds: `_clean_up`)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(built.sid, signal.SIGKILL)
-    if state.probe.cgroups is not None and built.slot is not None:
-        isolation.kill_session_cgroup(state.probe.cgroups, built.slot)
 
 
 def _clean_up(state: _DriverState, built: _Built) -> bool:
-    """Recycle a reaped session's cgroup slot, remove its work dir; True when it saw an OOM."""
+    """After the reap: recycle the session's cgroup slot when nothing is left in it (else kill
+    what is and remove it), remove its work dir; True when its cgroup saw an OOM."""
     from sandbox import isolation
 
     cgroups, slot = state.probe.cgroups, built.slot
     oom = False
     if cgroups is not None and slot is not None:
-        oom = isolation.session_hit_memory_limit(cgroups, slot, built.oom_baseline)
-        isolation.kill_session_cgroup(cgroups, slot)
+        events = isolation.memory_limit_events(cgroups, slot)
+        oom = events > built.oom_baseline
         if isolation.session_cgroup_empty(cgroups, slot) and len(state.free_slots) < _MAX_FREE_SLOTS:
-            state.free_slots.append(slot)
+            state.free_slots.append((slot, built.key[0] * 2**20, events))
         else:
-            isolation.remove_session_cgroup(cgroups, slot)
+            isolation.remove_session_cgroup(cgroups, slot)  # kills what is left, then rmdir
     if not state.private_workdir:  # a private work dir was a tmpfs: gone with its mount namespace
         remove_tree(f"{state.workbase}/w{built.sid}")
     return oom
 
 
 def _reap(state: _DriverState, built: _Built) -> dict:
-    _signal_session(state, built)
+    _signal_session(built)
     _, status = os.waitpid(built.sid, 0)
     oom = _clean_up(state, built)
     return {"ok": True, "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -254,7 +263,7 @@ def _kill(state: _DriverState, request: dict) -> tuple[dict, list[int]]:
         return {"ok": False, "error": f"unknown session {sid}"}, []
     if request.get("wait", True):
         return _reap(state, built), []
-    _signal_session(state, built)
+    _signal_session(built)
     state.dying[sid] = built
     return {"ok": True}, []
 

@@ -1,13 +1,18 @@
 """The OS layer: detect and apply each isolation layer of a session process.
 
 What it does: probes this host once (Landlock ABI, network namespaces, cgroup v1/v2, seccomp
-binding, whether a uid drop is possible) and, inside a freshly forked session process, applies
-the layers in order: rlimits, cgroup memory/pids, network namespace, uid drop, no-new-privs,
-Landlock (read-only Python tree, read-write work dir, TCP and signal scoping), and last a
-seccomp filter (no fork/exec/clone, sockets, kill/ptrace, mount/namespace, rlimit or uid
-changes, signal timers, SIGIO owners, clearing the parent-death signal; command arguments
-compared on their low 32 bits, as the kernel reads them). Every layer reports `(active, detail)`; none raises, so the caller decides whether
-the minimum is met. Also the driver-side helpers that kill and clean up a session's cgroup.
+binding, whether a uid drop is possible), prepares in the driver what every session shares
+(the empty network + IPC + UTS namespaces the driver itself enters, the seccomp program ready
+for one prctl, recyclable per-session cgroup slots with their limits) and, inside a freshly
+forked session process, applies the per-session layers in order: cgroup slot, mount namespace
+(private tmpfs work dir, /proc covered), rlimits, uid drop (or, unprivileged, dropping the
+capabilities of the driver's user namespace), no-new-privs, Landlock (read-only Python tree,
+read-write work dir, TCP and signal scoping), and last a seccomp filter (no fork/exec/clone,
+sockets, kill/ptrace, mount/namespace, rlimit or uid changes, signal timers, SIGIO owners,
+clearing the parent-death signal; command arguments compared on their low 32 bits, as the
+kernel reads them). Every layer reports `(active, detail)`; none raises, so the caller decides
+whether the minimum is met. Also the driver-side helpers that prepare, kill and recycle a
+session's cgroup slot.
 
 What it deliberately does not do: the policy layer (`sandbox.policy`), fork or talk to
 anybody (`sandbox.driver`), or keep any state between calls beyond the frozen `HostProbe`.
@@ -320,26 +325,32 @@ def prepare_session_cgroup(dirs: CgroupDirs, slot: int, memory_bytes: int, max_p
     """Driver side, before the fork: make (or reuse) cgroup slot `slot` with these limits.
 
     Slots are recycled: a reaped session's empty cgroup is the next session's, so no session
-    pays for mkdir/rmdir. Returns the slot's memory-limit event count now (the baseline a later
-    `session_hit_memory_limit` compares against: the counters cannot be reset).
+    pays for mkdir/rmdir. Returns the slot's memory-limit event count now: the counters cannot
+    be reset, so an OOM is a count above the one the session started with.
     """
     memory, pids = _session_cgroup_paths(dirs, slot)
     for path in {memory, pids}:
         with contextlib.suppress(FileExistsError):
             os.mkdir(path)
+    set_session_memory_limit(dirs, slot, memory_bytes)
     if dirs.version == 2:
-        _write_if_changed(f"{memory}/memory.max", str(memory_bytes))
         if os.path.exists(f"{memory}/memory.swap.max"):
             _write_if_changed(f"{memory}/memory.swap.max", "0")
         _write_if_changed(f"{memory}/pids.max", str(max_pids))
     else:
-        if os.path.exists(f"{memory}/memory.memsw.limit_in_bytes"):
-            # memsw must stay >= the memory limit: lower memory first, raise memsw first
-            _set_v1_memory_limits(memory, memory_bytes)
-        else:
-            _write_if_changed(f"{memory}/memory.limit_in_bytes", str(memory_bytes))
         _write_if_changed(f"{pids}/pids.max", str(max_pids))
     return memory_limit_events(dirs, slot)
+
+
+def set_session_memory_limit(dirs: CgroupDirs, slot: int, memory_bytes: int) -> None:
+    """The slot's memory limit (v1 also its memory+swap limit, so swap adds nothing)."""
+    memory, _ = _session_cgroup_paths(dirs, slot)
+    if dirs.version == 2:
+        _write_if_changed(f"{memory}/memory.max", str(memory_bytes))
+    elif os.path.exists(f"{memory}/memory.memsw.limit_in_bytes"):
+        _set_v1_memory_limits(memory, memory_bytes)
+    else:
+        _write_if_changed(f"{memory}/memory.limit_in_bytes", str(memory_bytes))
 
 
 def _write_if_changed(path: str, value: str) -> None:
@@ -352,6 +363,7 @@ def _write_if_changed(path: str, value: str) -> None:
 
 
 def _set_v1_memory_limits(memory: str, memory_bytes: int) -> None:
+    """memsw must stay >= the memory limit: lower memory first, raise memsw first."""
     current = _counter(f"{memory}/memory.limit_in_bytes")
     order = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
     for name in order if memory_bytes < current else reversed(order):
@@ -367,7 +379,7 @@ def join_session_cgroup(dirs: CgroupDirs, slot: int, memory_bytes: int, max_pids
     if _cgroup_procs(memory) != [os.getpid()]:
         raise OSError(errno.EBUSY, f"cgroup slot s{slot} is not this session's alone")
     kind = "v2 memory.max" if dirs.version == 2 else "v1 memory.limit_in_bytes"
-    return f"{kind}={memory_bytes}, pids.max={max_pids} (slot s{slot}, reused, empty before)"
+    return f"{kind}={memory_bytes}, pids.max={max_pids} (slot s{slot}: recycled, held by this session alone)"
 
 
 def _cgroup_procs(path: str) -> list[int]:
@@ -414,10 +426,6 @@ def memory_limit_events(dirs: CgroupDirs, slot: int) -> int:
         return _counter(f"{memory}/memory.events", "oom_kill") + _counter(f"{memory}/memory.events", "max")
     return (_counter(f"{memory}/memory.failcnt") + _counter(f"{memory}/memory.memsw.failcnt")
             + _counter(f"{memory}/memory.oom_control", "oom_kill"))
-
-
-def session_hit_memory_limit(dirs: CgroupDirs, slot: int, baseline: int = 0) -> bool:
-    return memory_limit_events(dirs, slot) > baseline
 
 
 def session_cgroup_empty(dirs: CgroupDirs, slot: int) -> bool:

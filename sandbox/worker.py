@@ -1,11 +1,14 @@
 """Inside one session process: harden it, then run the cells sent over its control socket.
 
-What it does: runs in the child the driver just forked. `harden` applies every layer in
-order (own session and process group, stdin closed, stdout to the output pipe, no other fds,
-reset environment, private work dir, cgroup, network/IPC/UTS/mount namespaces, tmpfs work
-dir, rlimits, /proc hidden, uid drop, parent-death signal, no-new-privs, Landlock, seccomp
-last) and records what is active; if a step no isolation can do without fails (`ESSENTIAL`),
-the process exits before any user code exists. `serve` then reads
+What it does: runs in the child the driver just forked. `harden` applies every per-session
+layer in order (own session and process group, stdin closed, stdout to the output pipe, no
+other fds, the sessions' environment, work dir, cgroup slot, mount namespace (network/IPC/UTS
+are the driver's, made once, or the session's own where the driver could not), tmpfs work
+dir, rlimits, /proc hidden, uid drop or capabilities dropped, parent-death signal,
+no-new-privs, Landlock, seccomp last) and records what is active with its cost; if a step no
+isolation can do without fails (`ESSENTIAL`, plus the private tmpfs when every session uses the
+same work-dir path), the process exits before any user code exists. It then primes the cell
+path with one silent trusted cell in a throw-away namespace. `serve` then reads
 one JSON request per line, runs the cell against the persistent namespace through the policy
 layer and answers one JSON line: `status`, `error` (the last traceback line), `layer`, and
 for PoT the `value` of `solution()`. Output goes to fd 1 (the pipe the client drains).
