@@ -389,7 +389,10 @@ class Driver:
         self._lock = threading.Lock()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parent.parent)
-        bootstrap = (f"import sys; sys.path.insert(0, {root!r}); "
+        # SIGINT ignored from the first statement: Ctrl-C is the client's to handle, and the
+        # driver (and every session it forks, which inherit it) never prints a traceback for it.
+        bootstrap = (f"import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                     f"sys.path.insert(0, {root!r}); "
                      "from sandbox.driver import main; sys.exit(main(sys.argv[1:]))")
         try:
             self._proc = subprocess.Popen(
