@@ -357,6 +357,8 @@ def main(argv: list[str]) -> int:
         os.mkdir(f"{workbase}/w", 0o700)  # every session mounts its own tmpfs over it
     gc.collect()
     gc.freeze()  # forked sessions then never touch (and copy) the driver's objects
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        isolation.collapse_heap_to_huge_pages()  # cheaper fork and exit for every session
     try:
         cgroup_dirs = sorted({probe.cgroups.memory, probe.cgroups.pids}) if probe.cgroups else []
         host = probe.as_dict()
