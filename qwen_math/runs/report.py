@@ -111,9 +111,22 @@ def at_max_k(metrics: Mapping[str, Any], name: str) -> tuple[int, float] | None:
     return points[-1] if points else None
 
 
-def interval(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
-    """The 95 % interval of a metric (``acc_ci95`` for ``acc``), when recorded."""
-    value = metrics.get(f"{name}_ci95")
+def interval(metrics: Mapping[str, Any], name: str,
+             problems: Sequence[Mapping[str, Any]] = ()) -> tuple[float, float] | None:
+    """The 95 % interval of ``acc``, ``maj@K`` or ``pass@K``.
+
+    ``acc``'s comes from ``eval.metrics.interval`` over the problems' scores when the rows are
+    given (so a run written before that function still gets a sound interval), else from
+    ``acc_ci95``; ``maj@K`` / ``pass@K`` from ``maj@k_ci95`` / ``pass@k_ci95`` when recorded.
+    """
+    if name == "acc" and problems:
+        from eval.metrics import interval as metric_interval
+
+        scores = [row["score"] for row in problems if row.get("score")]
+        if scores:
+            return metric_interval([sum(map(bool, s)) / len(s) for s in scores])
+    curve_name, _, k = name.partition("@")
+    value = (metrics.get(f"{curve_name}@k_ci95") or {}).get(k) if k else metrics.get(f"{name}_ci95")
     if isinstance(value, Sequence) and len(value) == 2 and None not in value:
         return float(value[0]), float(value[1])
     return None
@@ -152,7 +165,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
             str(m.get("problems", len(d.problems))),
             str(m.get("n", "-")),
             str(k if k is not None else "-"),
-            format_value(m.get("acc"), interval(m, "acc")),
+            format_value(m.get("acc"), interval(m, "acc", d.problems)),
             format_value(maj[1] if maj else None, interval(m, f"maj@{k}")),
             format_value(pas[1] if pas else None, interval(m, f"pass@{k}")),
         ])
