@@ -10,7 +10,8 @@ rerun completes every sample exactly once. `solve` gets the same treatment (its 
 over: nothing of a solve is kept), and SIGTERM to the CLI process stops `eval` the same way.
 
 The tiny random checkpoint keeps each run to seconds of decoding (most of the time is
-imports, model load and the sandbox driver's start).
+imports, model load and the sandbox driver's start). The default suite stops `eval` mid-run
+and `solve` at two moments; every moment for `eval` is `pytest -m slow`.
 """
 
 from __future__ import annotations
@@ -126,12 +127,10 @@ def sample_keys(run_dir: Path) -> list[tuple[int, int]]:
     return sorted((r["idx"], r["sample"]) for r in map(json.loads, path.read_text().splitlines()))
 
 
-def test_ctrl_c_during_eval_at_load_first_progress_line_and_mid_run_then_rerun_resumes(
-        tmp_path, shared_data, tiny_checkpoint):
-    run_dir = tmp_path / "run"
-    command = eval_command(shared_data, tiny_checkpoint, run_dir)
-    samples = RunLayout(run_dir).samples("gsm8k")
-    for moment in (seen("Loading weights"), seen("gsm8k:"), file_has_lines(samples)):
+def interrupt_then_resume(shared_data: Path, model: Path, run_dir: Path, moments) -> None:
+    """Stop the same eval command at each moment in turn, then rerun it to the end."""
+    command = eval_command(shared_data, model, run_dir)
+    for moment in moments:
         assert_clean_stop(*run_in_terminal(command, moment))
     written = sample_keys(run_dir)
     assert written, "the mid-run stop came after a sample was written"
@@ -139,6 +138,19 @@ def test_ctrl_c_during_eval_at_load_first_progress_line_and_mid_run_then_rerun_r
     assert code == 0, text[-3000:]
     assert f"{len(written)} of {LIMIT * N} samples already written" in text
     assert sample_keys(run_dir) == [(i, s) for i in range(LIMIT) for s in range(N)]
+
+
+def test_ctrl_c_mid_eval_then_rerun_resumes(tmp_path, shared_data, tiny_checkpoint):
+    samples = RunLayout(tmp_path / "run").samples("gsm8k")
+    interrupt_then_resume(shared_data, tiny_checkpoint, tmp_path / "run", [file_has_lines(samples)])
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_eval_at_load_first_progress_line_and_mid_run_then_rerun_resumes(
+        tmp_path, shared_data, tiny_checkpoint):
+    samples = RunLayout(tmp_path / "run").samples("gsm8k")
+    moments = [seen("Loading weights"), seen("gsm8k:"), file_has_lines(samples)]
+    interrupt_then_resume(shared_data, tiny_checkpoint, tmp_path / "run", moments)
 
 
 def test_sigterm_stops_eval_like_ctrl_c(tmp_path, shared_data, tiny_checkpoint):

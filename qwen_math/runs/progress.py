@@ -93,6 +93,14 @@ def live_token_counter(backend: Any) -> Callable[[], int] | None:
     return read
 
 
+def max_tokens_per_sample(mode: str, max_tokens: int, max_tool_calls: int | None) -> int:
+    """The most tokens one sample can generate: one call, or one per TIR round."""
+    from qwen_math.config import DEFAULT_MAX_TOOL_CALLS
+
+    tool_calls = max_tool_calls if max_tool_calls is not None else DEFAULT_MAX_TOOL_CALLS
+    return max_tokens * (tool_calls + 1 if mode == "tir" else 1)
+
+
 class TokenMeter:
     """Generated tokens, tokens/s and the token-based ETA of one progress display."""
 
@@ -184,17 +192,33 @@ class SampleProgress:
             return
         with self._lock:
             if self._bar is not None:
-                self._bar.set_postfix_str(self.summary(), refresh=False)
-                self._bar.refresh()
+                self._update_bar()
             elif self.clock() - self._last_line_time >= self.interval_s:
                 self._write_line()
 
     def _make_bar(self) -> Any:
         from tqdm import tqdm
 
-        # no tqdm rate/ETA: samples of a batch finish together, so a per-sample rate jumps
-        return tqdm(total=self.total_samples, desc=self.label, unit=self.unit, file=self.stream,
-                    dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        class Bar(tqdm):
+            """tqdm with our summary as the whole right-hand side (no tqdm rate or ETA: the
+            samples of a batch finish together, so a per-sample rate jumps)."""
+
+            summary = ""
+
+            @property
+            def format_dict(self) -> dict[str, Any]:
+                return {**super().format_dict, "summary": self.summary}
+
+        return Bar(total=self.total_samples, desc=self.label, unit=self.unit, file=self.stream,
+                   dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar:10}| {summary}")
+
+    def _update_bar(self, done: int = 0) -> None:
+        # the token figures first: a narrow terminal cuts the end of the line
+        self._bar.summary = " | ".join(self.meter.parts(self.open_samples()) + self.parts())
+        if done:
+            self._bar.update(done)
+        else:
+            self._bar.refresh()
 
     def sample_done(self, tokens: int, *, resumed: bool = False) -> None:
         """Count one finished sample (``resumed``: found on disk, not generated now)."""
@@ -205,8 +229,7 @@ class SampleProgress:
             return
         with self._lock:
             if self._bar is not None:
-                self._bar.set_postfix_str(self.summary(), refresh=False)
-                self._bar.update(1)
+                self._update_bar(done=1)
             elif not resumed and self.clock() - self._last_line_time >= self.interval_s:
                 self._write_line()
 
@@ -230,7 +253,7 @@ class SampleProgress:
         if self._heartbeat.is_alive():
             self._heartbeat.join()
         if self._bar is not None:
-            self._bar.set_postfix_str(self.summary(), refresh=False)
+            self._update_bar()
             self._bar.close()
             self._bar = None
         elif self.enabled and self.meter.finished_samples:

@@ -44,7 +44,7 @@ from qwen_math.runs.manifest import (
     read_manifest,
     tree_checksum,
 )
-from qwen_math.runs.progress import RunProgress, live_token_counter
+from qwen_math.runs.progress import RunProgress, live_token_counter, max_tokens_per_sample
 from qwen_math.runs.store import RunLayout, load_samples, run_lock
 from qwen_math.shard import parse_shard, select_shard, shard_fingerprint_fields
 
@@ -436,7 +436,8 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
                      enabled=config.progress, interval_s=config.progress_interval_s,
                      tokens=live_token_counter(backend),
-                     max_tokens_per_sample=max_tokens_per_sample(config)) as progress:
+                     max_tokens_per_sample=max_tokens_per_sample(
+                         config.mode, config.sampling.max_tokens, config.max_tool_calls)) as progress:
         for record in done.values():
             progress.add(record, resumed=True)
         # 2) generate the rest, each sample graded and appended the moment it completes
@@ -465,14 +466,6 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                                   wall_duration_s=manifest["generation_duration_s"].get(dataset.name))
     return DatasetResult(dataset.name, len(dataset.problems), len(done) - resumed, resumed,
                          dataset.excluded_no_gold, metrics)
-
-
-def max_tokens_per_sample(config: EvalConfig) -> int:
-    """The most tokens one sample can generate: one call, or one per TIR round."""
-    from qwen_math.config import DEFAULT_MAX_TOOL_CALLS
-
-    tool_calls = config.max_tool_calls if config.max_tool_calls is not None else DEFAULT_MAX_TOOL_CALLS
-    return config.sampling.max_tokens * (tool_calls + 1 if config.mode == "tir" else 1)
 
 
 def generate_and_append(config: EvalConfig, dataset: LoadedDataset, path: Path,
