@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(solution.to_json(), ensure_ascii=False))
         return 0
+    if stream and solution.samples and not solution.samples[0].response.endswith("\n"):
+        print()  # the streamed trace ends its line before the answer
     if args.show_trace and not stream:
         for sample in solution.samples:
             print_trace(sample)
