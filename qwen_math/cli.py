@@ -22,7 +22,8 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 from qwen_math.errors import ExitCode, QwenMathError
@@ -116,7 +117,8 @@ def _run(parser: ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        code = int(module.run(args))
+        with hub_progress_bars_off(args.quiet):
+            code = int(module.run(args))
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
         return code
     except QwenMathError as exc:
@@ -159,9 +161,25 @@ def _foreign_exit_code(exc: BaseException) -> ExitCode | None:
     return None
 
 
+@contextmanager
+def hub_progress_bars_off(quiet: bool) -> Iterator[None]:
+    """With ``-q``, no "Loading weights" / download bars from transformers and the hub: they
+    read ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported, i.e. inside the subcommand. The
+    variable is restored afterwards (``main`` may run in-process, e.g. in tests)."""
+    name = "HF_HUB_DISABLE_PROGRESS_BARS"
+    previous = os.environ.get(name)
+    if quiet:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if quiet and previous is None:
+            os.environ.pop(name, None)
+        elif quiet:
+            os.environ[name] = previous
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
-    if quiet:  # transformers' "Loading weights" and the hub's bars (read when they are imported)
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
