@@ -23,7 +23,8 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -87,12 +88,36 @@ def worker_main(conn: Connection, grade_fn: Callable[[Sequence[Any], float], Gra
     """A worker process: die with the parent (even a SIGKILLed one), then serve ``worker_loop``.
 
     Without the parent-death signal a worker would outlive a killed parent forever: it holds
-    inherited copies of its siblings' pipe ends, so its own pipe never reports EOF.
+    inherited copies of its siblings' pipe ends, so its own pipe never reports EOF. Ctrl-C is
+    the parent's to handle (it reaches the whole foreground process group): a worker ignores
+    SIGINT and ends when the parent sends ``None``, closes the pipe or dies. The parent forks
+    it with SIGINT blocked (``sigint_blocked``), so no Ctrl-C lands before it is ignored.
     """
+    ignore_sigint()
     kill_me_when_parent_dies()
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
         return
     worker_loop(conn, grade_fn)
+
+
+def ignore_sigint() -> None:
+    """Ignore SIGINT from now on, then unblock it (the parent forked us with it blocked)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while a worker is forked (a pending one arrives after)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def kill_me_when_parent_dies() -> None:
@@ -193,7 +218,8 @@ class GraderPool:
         process = self._context.Process(
             target=worker_main, args=(child_end, self.grade_fn, os.getpid()), daemon=True
         )
-        process.start()
+        with sigint_blocked():
+            process.start()
         child_end.close()
         return _Worker(process, parent_end)
 

@@ -9,8 +9,10 @@
   Carlo.
 - ``summarize`` is the one function that turns graded samples grouped by problem into the
   metrics dict that ``eval`` runs write to ``metrics.json`` and that ``rescore`` prints:
-  acc (with a 95 % bootstrap interval over problems), pass@k and maj@k for k = 1, 2, 4, ... <= n,
-  and accuracy by level and by subject.
+  acc, pass@k and maj@k for k = 1, 2, 4, ... <= n, each with its 95 % interval, and
+  accuracy by level and by subject.
+- ``interval`` is the one interval function (Wilson over problems for accuracy; a bootstrap
+  over problems, never narrower than that Wilson interval, for maj@k and pass@k).
 
 What it deliberately does not do: grade (``eval.grade``) or read files.
 """
@@ -157,15 +159,66 @@ def powers_of_two_up_to(n: int) -> list[int]:
     return ks
 
 
-def bootstrap_interval(values: Sequence[float], *, seed: int = 0,
-                       draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of ``values``."""
-    if not values:
-        return (0.0, 0.0)
+#: Two-sided 95 % normal quantile.
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, size: int, *, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / size`` (``successes`` may be a
+    fractional count: a mean of per-problem scores times the number of problems). It stays
+    inside [0, 1], never collapses at 0 or 1, and always contains the point estimate."""
+    if size <= 0:
+        return (0.0, 1.0)
+    p = min(max(successes / size, 0.0), 1.0)
+    z2 = z * z
+    centre = (p + z2 / (2 * size)) / (1 + z2 / size)
+    half = z * math.sqrt(p * (1 - p) / size + z2 / (4 * size * size)) / (1 + z2 / size)
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
+
+
+def percentile_bootstrap(values: Sequence[float], *, seed: int = 0,
+                         draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean of ``values`` (resampling the values)."""
     rng = random.Random(seed)
     n = len(values)
     means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(draws))
     return (means[int(0.025 * draws)], means[min(draws - 1, int(0.975 * draws))])
+
+
+def interval(per_problem: Sequence[float], *, method: str = "wilson", seed: int = 0,
+             draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
+    """The 95 % interval of a metric from its per-problem values (each in [0, 1]).
+
+    The single source of intervals (eval, report, rescore, compare). The unit is the
+    problem, because the samples of one problem are not independent; the point estimate is
+    the mean of ``per_problem`` and always lies inside the interval.
+
+    - ``method="wilson"`` (accuracy): the Wilson score interval of that mean with the number
+      of problems as the effective size; with one sample per problem it is the plain Wilson
+      interval of c correct out of N.
+    - ``method="bootstrap"`` (maj@k, pass@k, any other per-problem mean): a seeded percentile
+      bootstrap over problems, widened to at least the Wilson interval, so it never collapses
+      to a point at 0 or 1 (where every resample gives the same mean).
+    """
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"interval method {method!r}: choose one of {', '.join(INTERVAL_METHODS)}")
+    values = [float(v) for v in per_problem]
+    if not values:
+        return (0.0, 1.0)
+    wilson = wilson_interval(sum(values), len(values))
+    if method == "wilson":
+        return wilson
+    low, high = percentile_bootstrap(values, seed=seed, draws=draws)
+    return (min(low, wilson[0]), max(high, wilson[1]))
+
+
+#: ``interval`` methods: which metrics use which is said in ``interval``'s docstring.
+INTERVAL_METHODS = ("wilson", "bootstrap")
+
+
+def rounded_interval(bounds: tuple[float, float]) -> list[float]:
+    """``[low, high]`` at 6 decimals, rounded outwards (so it still holds the estimate)."""
+    return [math.floor(bounds[0] * 1e6) / 1e6, math.ceil(bounds[1] * 1e6) / 1e6]
 
 
 def breakdown(problems: Sequence[ProblemSamples], key: str) -> dict[str, dict[str, float]]:
@@ -182,25 +235,41 @@ BREAKDOWN_KEYS = {"by_level": ("level",), "by_subject": ("subject", "type", "sub
 
 def summarize(problems: Sequence[ProblemSamples], *, seed: int = 0,
               equivalent: Equivalence | None = None) -> dict[str, Any]:
-    """The metrics dict of a run: fractions in [0, 1], k = 1, 2, 4, ... <= n."""
+    """The metrics dict of a run: fractions in [0, 1], k = 1, 2, 4, ... <= n.
+
+    Every estimator uses all samples of each problem, and each problem weighs the same: acc
+    is the mean over problems of each problem's sample accuracy (the mean over all samples
+    when every problem has n of them); pass@k and maj@k are per-problem estimates averaged.
+    Problems may have different sample counts (pooled files): k then goes up to the smallest,
+    ``n`` is that smallest count and ``n_max`` the largest. ``acc_ci95``, ``pass@k_ci95`` and
+    ``maj@k_ci95`` come from ``interval``.
+    """
     if not problems:
         return {"n": 0, "problems": 0, "samples": 0, "acc": 0.0, "pass@k": {}, "maj@k": {}}
-    n = min(len(p.answers) for p in problems)
+    sizes = [len(p.answers) for p in problems]
+    n = min(sizes)
     per_problem = [accuracy(p.correct) for p in problems]
-    all_correct = [c for p in problems for c in p.correct]
     ks = powers_of_two_up_to(n)
-    groups = [group_answers(p.answers[:n], equivalent=equivalent) for p in problems]
+    groups = [group_answers(p.answers, equivalent=equivalent) for p in problems]
+    pass_values = {k: [pass_at_k(len(p.correct), sum(p.correct), k) for p in problems] for k in ks}
+    maj_values = {k: [maj_at_k(g, p.correct, k, seed=seed) for g, p in zip(groups, problems, strict=True)]
+                  for k in ks}
     summary: dict[str, Any] = {
         "n": n,
         "problems": len(problems),
-        "samples": len(all_correct),
-        "acc": accuracy(all_correct),
-        "acc_ci95": list(bootstrap_interval(per_problem, seed=seed)),
-        "pass@k": {str(k): mean(pass_at_k(n, sum(p.correct[:n]), k) for p in problems) for k in ks},
-        "maj@k": {str(k): mean(maj_at_k(g, p.correct[:n], k, seed=seed)
-                               for g, p in zip(groups, problems, strict=True)) for k in ks},
-        "no_answer": sum(a is None for p in problems for a in p.answers) / len(all_correct),
+        "samples": sum(sizes),
+        "acc": mean(per_problem),
+        "acc_ci95": rounded_interval(interval(per_problem)),
+        "pass@k": {str(k): mean(v) for k, v in pass_values.items()},
+        "maj@k": {str(k): mean(v) for k, v in maj_values.items()},
+        "pass@k_ci95": {str(k): rounded_interval(interval(v, method="bootstrap", seed=seed))
+                        for k, v in pass_values.items()},
+        "maj@k_ci95": {str(k): rounded_interval(interval(v, method="bootstrap", seed=seed))
+                       for k, v in maj_values.items()},
+        "no_answer": sum(a is None for p in problems for a in p.answers) / sum(sizes),
     }
+    if max(sizes) != n:
+        summary["n_max"] = max(sizes)
     for name, keys in BREAKDOWN_KEYS.items():
         key = next((k for k in keys if any(k in p.metadata for p in problems)), None)
         if key:

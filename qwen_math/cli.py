@@ -4,7 +4,9 @@
 subcommand lives in its own module under ``qwen_math.commands`` exposing ``HELP``,
 ``configure(parser)`` and ``run(args) -> int``, and imports its heavy dependencies inside
 ``run``. Logs go to stderr, results to stdout. Library exceptions become one-line messages
-and the exit codes of ``qwen_math.errors.ExitCode``:
+and the exit codes of ``qwen_math.errors.ExitCode``; Ctrl-C or SIGTERM at any moment (also
+while parsing or importing) end a subcommand with one ``interrupted`` line and exit 3
+(``qwen_math.interrupts.stop_on_signals``):
 
     0 done · 1 internal error · 2 usage/config error · 3 partial (resumable)
     4 environment (model/backend/data unavailable) · 5 resume refused
@@ -20,10 +22,12 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 from qwen_math.errors import ExitCode, QwenMathError
+from qwen_math.interrupts import stop_on_signals
 
 log = logging.getLogger("qwen_math")
 
@@ -92,21 +96,33 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    """Run one subcommand; Ctrl-C/SIGTERM at any moment end it with one line and exit 3."""
+    command = "command"
+    with stop_on_signals() as stopper:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+            command = args.command or command
+            if stopper is not None:
+                stopper.command = command
+            return _run(parser, args)
+        except KeyboardInterrupt:
+            return _fail(command, "interrupted; rerun the same command to continue", ExitCode.PARTIAL)
+
+
+def _run(parser: ArgumentParser, args: argparse.Namespace) -> int:
     _configure_logging(args.verbose, args.quiet)
     module: ModuleType | None = getattr(args, "_module", None)
     if module is None:
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        code = int(module.run(args))
+        with hub_progress_bars_off(args.quiet):
+            code = int(module.run(args))
         sys.stdout.flush()  # a full disk or closed pipe shows here, not at interpreter exit
         return code
     except QwenMathError as exc:
         return _fail(args.command, str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail(args.command, "interrupted", 130)
     except BrokenPipeError:
         _discard_stdout()
         return 0  # stdout closed early (`| head`); nothing left to say
@@ -143,6 +159,24 @@ def _foreign_exit_code(exc: BaseException) -> ExitCode | None:
         if code is not None:
             return code
     return None
+
+
+@contextmanager
+def hub_progress_bars_off(quiet: bool) -> Iterator[None]:
+    """With ``-q``, no "Loading weights" / download bars from transformers and the hub: they
+    read ``HF_HUB_DISABLE_PROGRESS_BARS`` when first imported, i.e. inside the subcommand. The
+    variable is restored afterwards (``main`` may run in-process, e.g. in tests)."""
+    name = "HF_HUB_DISABLE_PROGRESS_BARS"
+    previous = os.environ.get(name)
+    if quiet:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if quiet and previous is None:
+            os.environ.pop(name, None)
+        elif quiet:
+            os.environ[name] = previous
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:

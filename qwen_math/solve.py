@@ -19,7 +19,7 @@ What it deliberately does not do: load models, write files or grade against gold
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,12 +121,13 @@ def solve(
     sandbox_pool: Any = None,
     prompt_style: str = "instruct",
     on_turn: TurnCallback | None = None,
+    on_sample: Callable[[SampleResult], None] | None = None,
 ) -> Solution:
     """Sample ``problem`` n times in ``mode`` and vote. Bad input raises ``UsageError``.
 
     ``n`` sets the sample count when ``sampling`` is not given (with the CLI's defaults:
     greedy for one sample, temperature 0.7 / top-p 0.8 for several); a given ``sampling``
-    carries its own ``n``.
+    carries its own ``n``. ``on_sample`` is called with each sample as it finishes (progress).
     """
     sampling = resolve_sampling(n, sampling)
     question = check_problem(problem)
@@ -137,8 +138,16 @@ def solve(
         max_tool_calls=max_tool_calls, sandbox_pool=sandbox_pool, prompt_style=style,
         on_turn=on_turn,
     )
+    if on_sample is not None:
+        results = notify_each(results, on_sample)
     ordered = tuple(sorted(results, key=lambda result: result.sample))
     return vote([result.answer for result in ordered], ordered)
+
+
+def notify_each(results: Iterator[SampleResult], callback: Callable[[SampleResult], None]) -> Iterator[SampleResult]:
+    for result in results:
+        callback(result)
+        yield result
 
 
 def vote(answers: Sequence[str | None], samples: tuple[SampleResult, ...]) -> Solution:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def write_tiny_model(path: str | Path, *, shape: str = "tiny", seed: int = 0) ->
     write_json(folder / "config.json", model_config(spec))
     write_json(folder / "generation_config.json", generation_config())
     write_random_weights(folder / "model.safetensors", spec, seed=seed)
+    same_mode_as(folder / "model.safetensors", folder / "config.json")  # safetensors writes 0600
     copy_tokenizer_files(folder)
     (folder / "chat_template.jinja").write_text(chat_template())
     return folder
@@ -181,6 +183,11 @@ def random_tensor(name: str, shape: tuple[int, ...], generator) -> object:
     if name.endswith("norm.weight"):
         return torch.ones(shape)
     return torch.randn(shape, generator=generator) * INITIALIZER_RANGE
+
+
+def same_mode_as(file: Path, reference: Path) -> None:
+    """Give ``file`` the permission bits of ``reference`` (a file written under the umask)."""
+    file.chmod(stat.S_IMODE(reference.stat().st_mode))
 
 
 def write_json(file: Path, data: dict) -> None:

@@ -400,7 +400,8 @@ class Driver:
             self._proc = subprocess.Popen(
                 [python or sys.executable, "-I", "-c", bootstrap, str(child.fileno())],
                 pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                env=dict(DRIVER_ENV), cwd="/", close_fds=True)
+                env=dict(DRIVER_ENV), cwd="/", close_fds=True,
+                start_new_session=True)  # Ctrl-C on the terminal is the client's, never the driver's
         except OSError as exc:
             raise SandboxUnavailable(f"cannot start the sandbox driver: {exc}") from exc
         finally:

@@ -11,12 +11,14 @@ import pytest
 from eval.metrics import (
     ProblemSamples,
     group_answers,
+    interval,
     maj_at_k,
     majority_vote,
     pass_at_k,
     summarize,
     summarize_samples,
     vote_table,
+    wilson_interval,
 )
 
 
@@ -132,3 +134,63 @@ def test_qwen_800_metrics(shared_data):
     assert summary["pass@k"]["1"] == pytest.approx(summary["acc"])
     assert summary["maj@k"]["1"] == pytest.approx(summary["acc"])
     assert summary["pass@k"]["8"] >= summary["maj@k"]["8"] >= summary["maj@k"]["1"] - 0.05
+
+
+# --- intervals: one function, sound at the extremes, the problem as the unit ---------------
+@pytest.mark.parametrize("correct,total", [(0, 32), (32, 32), (1, 32), (16, 32), (31, 32), (0, 1)])
+def test_wilson_interval_holds_the_estimate_and_never_collapses(correct, total):
+    low, high = interval([1.0] * correct + [0.0] * (total - correct))
+    p = correct / total
+    assert 0.0 <= low <= p <= high <= 1.0
+    assert high - low > 0.05  # non-degenerate, also at 0/32 and 32/32
+    assert (low, high) == wilson_interval(correct, total)
+
+
+def test_wilson_interval_reference_values():
+    # Wilson (1927) score interval, z = 1.96: 0/32 -> [0, 0.1072]; 32/32 -> [0.8928, 1]; 8/10 -> [0.4902, 0.9433]
+    assert interval([0.0] * 32) == pytest.approx((0.0, 0.10719), abs=1e-4)
+    assert interval([1.0] * 32) == pytest.approx((0.89281, 1.0), abs=1e-4)
+    assert interval([1.0] * 8 + [0.0] * 2) == pytest.approx((0.49016, 0.94332), abs=1e-4)
+
+
+def test_clustered_samples_count_problems_not_samples():
+    # 4 problems x 8 samples at 50 %: as wide as 4 independent draws, not 32
+    clustered = interval([1.0, 1.0, 0.0, 0.0])
+    assert clustered == wilson_interval(2, 4)
+    assert clustered[1] - clustered[0] > (lambda lo, hi: hi - lo)(*wilson_interval(16, 32))
+
+
+@pytest.mark.parametrize("values", [[0.0] * 32, [1.0] * 32, [0.25, 0.5, 1.0, 0.0] * 8])
+def test_bootstrap_interval_is_never_narrower_than_wilson(values):
+    low, high = interval(values, method="bootstrap", seed=3)
+    w_low, w_high = interval(values)
+    assert low <= w_low and high >= w_high
+    assert low <= sum(values) / len(values) <= high
+    assert interval(values, method="bootstrap", seed=3) == (low, high)  # seeded
+
+
+def test_interval_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match="interval method"):
+        interval([1.0], method="percentile")
+
+
+def test_summarize_intervals_at_zero_and_one():
+    for verdict in (False, True):
+        problems = [ProblemSamples(f"p{i}", ("1",) * 4, (verdict,) * 4) for i in range(32)]
+        summary = summarize(problems)
+        for key in ("acc_ci95", *(f"{name}_ci95" for name in ("pass@k", "maj@k"))):
+            bounds = [summary[key]] if key == "acc_ci95" else list(summary[key].values())
+            for low, high in bounds:
+                assert high - low > 0.05, (verdict, key)
+
+
+def test_summarize_mixed_n_uses_every_sample_and_equal_problem_weights():
+    problems = [ProblemSamples("a", ("1",) * 8, (True,) * 6 + (False,) * 2),
+                ProblemSamples("b", ("2",), (False,))]
+    summary = summarize(problems)
+    assert (summary["n"], summary["n_max"], summary["samples"]) == (1, 8, 9)
+    assert summary["acc"] == pytest.approx((0.75 + 0.0) / 2)
+    assert summary["pass@k"]["1"] == summary["maj@k"]["1"] == pytest.approx(0.375)  # not sample 0 only
+    for name in ("pass@k", "maj@k"):
+        low, high = summary[f"{name}_ci95"]["1"]
+        assert low <= summary[name]["1"] <= high

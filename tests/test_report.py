@@ -96,6 +96,8 @@ def test_console_table_lists_datasets_and_metrics(finished_run, capsys):
     row = out[2].split()
     assert row[:4] == ["math500", "6", "4", "4"]
     assert row[4] == f"{13 / 24:.3f}"  # acc: 13 correct samples of 24
+    # its interval: Wilson over the 6 problems' mean accuracy (eval.metrics.interval)
+    assert "[0.214, 0.837]" in out[2]
 
 
 @pytest.mark.parametrize(
@@ -132,6 +134,11 @@ def test_html_report_is_self_contained_with_decodable_plots(finished_run, capsys
     # the trace viewer shows the failed problems (majority wrong) with their transcripts
     assert "2 of 6 problems" in page
     assert "print(2)" in page and "```output" in page
+    # problem 3 has samples without an answer: shown as such, never as "None"
+    assert not [line for line in re.findall(r"<summary>(.*?)</summary>", page) if "None" in line]
+    assert "answers (no answer), 2, 2, (no answer)" in page
+    # the run replayed a script: the header names no model it did not use
+    assert "model=(none: replayed)" in page and "model=tiny" not in page
 
 
 @pytest.mark.parametrize(

@@ -87,3 +87,34 @@ def test_bad_files(tmp_path, capsys, content, message):
 def test_missing_file(tmp_path, capsys):
     assert main(["rescore", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_pooled_files_keep_their_n_and_every_estimate_sits_in_its_interval(shared_data, capsys):
+    files = [shared_data / QWEN_800, shared_data / "model_outputs/tora_code_34b_gsm8k_tir.jsonl"]
+    result = rescore_json(capsys, *files)
+    assert result["n_per_file"] == {str(files[0]): "8", str(files[1]): "1"}
+    assert (result["n"], result["n_max"], result["problems"]) == (1, 8, 100 + 1319)
+    assert "disagreements" not in result  # listed once, with their file
+    assert len(result["files"][str(files[0])]["disagreements"]) == 9
+    for summary in (result, *result["files"].values()):
+        low, high = summary["acc_ci95"]
+        assert low <= summary["acc"] <= high
+        for name in ("pass@k", "maj@k"):
+            for k, value in summary[name].items():
+                low, high = summary[f"{name}_ci95"][k]
+                assert low <= value <= high, (name, k)
+    # pass@1 / maj@1 of the n=8 file use all 8 samples (737 of 800 correct), not sample 0
+    qwen = result["files"][str(files[0])]
+    assert qwen["pass@k"]["1"] == pytest.approx(737 / 800)
+    assert qwen["maj@k"]["1"] == pytest.approx(737 / 800)
+
+
+def test_pooled_text_lists_disagreements_once(tmp_path, capsys):
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text(json.dumps(
+            {"idx": 0, "code": ["\\boxed{1}", "\\boxed{1}"], "answer": "1", "pred": ["1", "1"],
+             "score": [False, True]}) + "\n")
+    assert main(["rescore", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("ours correct") == 2  # one per file, none repeated under "pooled"
+    assert "pooled: 2 problems x n=2" in text

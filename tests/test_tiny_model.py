@@ -21,6 +21,12 @@ def test_checkpoint_has_every_file(tiny_checkpoint):
         assert (tiny_checkpoint / name).is_file(), name
 
 
+def test_every_file_has_the_same_mode(tiny_checkpoint):
+    # safetensors writes 0600; the weights are as readable as the rest (0644 under umask 022)
+    modes = {name: (tiny_checkpoint / name).stat().st_mode & 0o777 for name in CHECKPOINT_FILES}
+    assert len(set(modes.values())) == 1, modes
+
+
 def test_loads_with_transformers_at_the_tiny_shape(tiny_checkpoint):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

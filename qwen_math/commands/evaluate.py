@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from qwen_math.commands import flags
@@ -56,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from qwen_math.runs.run import evaluate
 
     config = config_from_args(args)
-    with interrupt_on_sigterm():
-        result = evaluate(config)
+    result = evaluate(config)  # Ctrl-C/SIGTERM: PartialRun, exit 3 (the CLI frame's stop_on_signals)
     print(format_table(load_run_report(result.run_dir)))
     print(f"run directory: {result.run_dir}")
     return 0
@@ -96,21 +92,3 @@ def _argv() -> list[str]:
     import sys
 
     return sys.argv[1:]
-
-
-@contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops the run like Ctrl-C: flushed, exit 3, resumable."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -9,9 +9,11 @@ Reads two formats, detected per row:
 - this project's sample records (the rows of a run's ``samples.jsonl``); PoT records keep
   their computed answer and are only re-graded.
 
-Prints, per file and pooled, acc, pass@k and maj@k for k = 1, 2, 4, ... <= n (the figures of
-``eval.metrics.summarize``, the same function runs use for ``metrics.json``) and the samples
-whose verdict disagrees with the file's own. ``--json`` prints one object instead;
+Prints, per file and pooled, acc, pass@k and maj@k for k = 1, 2, 4, ... <= n, each with its
+95 % interval (the figures of ``eval.metrics.summarize``, the same function runs use for
+``metrics.json``), and once per file the samples whose verdict disagrees with the file's own.
+Pooling concatenates the files' problems: each problem keeps all of its own samples (files
+with different n pool into ``n=1..8``, k up to the smallest n; the n of each file is listed). ``--json`` prints one object instead;
 ``--out FILE`` writes one verdict per sample (JSONL).
 
 What it deliberately does not do: generate, or modify the input files.
@@ -230,13 +232,15 @@ def index_of(row: Mapping[str, Any]) -> int:
 
 
 def format_summary(title: str, summary: Mapping[str, Any]) -> str:
-    lines = [f"{title}: {summary['problems']} problems x n={summary['n']} "
-             f"({summary['samples']} samples)",
-             f"  acc    {100 * summary['acc']:6.2f} %   95% CI [{100 * summary['acc_ci95'][0]:.2f}, "
-             f"{100 * summary['acc_ci95'][1]:.2f}]" if "acc_ci95" in summary else
-             f"  acc    {100 * summary['acc']:6.2f} %"]
+    """A file's (or the pool's) figures, each with its 95 % interval, then its disagreements."""
+    lines = [f"{title}: {summary['problems']} problems x n={format_n(summary)} ({summary['samples']} samples)"]
+    per_file = summary.get("n_per_file")
+    if per_file:
+        lines.append("  n per file: " + ", ".join(f"{Path(f).name} n={n}" for f, n in per_file.items()))
+    lines.append(f"  acc    {100 * summary['acc']:6.2f} %  {format_ci(summary.get('acc_ci95'))}")
     for name in ("pass@k", "maj@k"):
-        cells = "  ".join(f"k={k}: {100 * v:6.2f}" for k, v in summary[name].items())
+        intervals = summary.get(f"{name}_ci95", {})
+        cells = "  ".join(f"k={k}: {100 * v:6.2f} {format_ci(intervals.get(k))}" for k, v in summary[name].items())
         lines.append(f"  {name:6} {cells}")
     disagreements = summary.get("disagreements", [])
     if disagreements:
@@ -247,6 +251,26 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
             for d in disagreements
         )
     return "\n".join(lines)
+
+
+def format_n(summary: Mapping[str, Any]) -> str:
+    """``8``, or ``1..8`` when the problems have different sample counts (pooled files)."""
+    return f"{summary['n']}..{summary['n_max']}" if "n_max" in summary else str(summary["n"])
+
+
+def format_ci(bounds: Sequence[float] | None) -> str:
+    return f"[{100 * bounds[0]:.2f}, {100 * bounds[1]:.2f}]" if bounds else ""
+
+
+def pooled_summary(rows: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]],
+                   seed: int) -> dict[str, Any]:
+    """All files' problems concatenated (a problem is unique per file), each keeping its own
+    samples; the disagreements stay with their files (listed once)."""
+    result = summarize_file([{**r, "dataset": f"{r['file']}|{r['dataset']}"} for r in rows], seed)
+    result.pop("disagreements", None)
+    result["n_per_file"] = {file: format_n(summary) for file, summary in summaries.items()}
+    result["files"] = dict(summaries)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
@@ -269,8 +293,7 @@ def run(args: argparse.Namespace) -> int:
     if len(summaries) == 1:
         result = next(iter(summaries.values()))
     else:
-        result = summarize_file([{**r, "dataset": f"{r['file']}|{r['dataset']}"} for r in rows], args.seed)
-        result["files"] = summaries
+        result = pooled_summary(rows, summaries, args.seed)
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

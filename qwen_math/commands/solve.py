@@ -4,7 +4,8 @@ The problem comes from the argument, from a file (``@FILE`` or ``--file FILE``) 
 (``-``). Prints the answer and the vote table; ``--show-trace`` adds every sample's trace (its
 turns, code, execution status and output); ``--json`` prints one JSON object
 ``{"answer": ..., "votes": {answer: count}, "samples": [...]}`` instead. With one sample on a
-terminal the trace streams turn by turn as it is generated.
+terminal the trace streams turn by turn as it is generated; otherwise stderr shows samples done,
+generated tokens, tokens/s and an ETA (every second on a terminal, every 10 s otherwise).
 
 Examples:
   qwen-math solve "What is the sum of the first 100 positive integers?"
@@ -66,22 +67,35 @@ def run(args: argparse.Namespace) -> int:
     # 3) sample, streaming one sample's turns on a terminal
     stream = sampling.n == 1 and not args.json and sys.stdout.isatty()
     try:
-        solution = solve(
-            problem, mode=args.mode, sampling=sampling, backend=backend,
-            max_tool_calls=args.max_tool_calls, prompt_style=style,
-            on_turn=print_turn_live if stream else None,
-        )
+        with solve_progress(backend, sampling, args, enabled=not stream) as progress:
+            solution = solve(
+                problem, mode=args.mode, sampling=sampling, backend=backend,
+                max_tool_calls=args.max_tool_calls, prompt_style=style,
+                on_turn=print_turn_live if stream else None,
+                on_sample=lambda sample: progress.sample_done(sample.completion_tokens),
+            )
     finally:
         backend.close()
     # 4) report
     if args.json:
         print(json.dumps(solution.to_json(), ensure_ascii=False))
         return 0
+    if stream and solution.samples and not solution.samples[0].response.endswith("\n"):
+        print()  # the streamed trace ends its line before the answer
     if args.show_trace and not stream:
         for sample in solution.samples:
             print_trace(sample)
     print_answer(solution)
     return 0
+
+
+def solve_progress(backend, sampling, args: argparse.Namespace, *, enabled: bool):  # -> SampleProgress
+    """Samples done, tokens, tok/s and ETA on stderr (off while a sample streams to the terminal)."""
+    from qwen_math.runs.progress import SampleProgress, live_token_counter, max_tokens_per_sample
+
+    return SampleProgress("solve", total_samples=sampling.n, enabled=enabled, tokens=live_token_counter(backend),
+                          max_tokens_per_sample=max_tokens_per_sample(args.mode, sampling.max_tokens,
+                                                                      args.max_tool_calls))
 
 
 def read_problem(argument: str | None, file: str | None) -> str:

@@ -7,6 +7,8 @@ the single sample's verdict). Reported:
 
 - flips: problems solved by A only and by B only, with their idx;
 - McNemar's exact test on those discordant pairs (two-sided binomial test, p = 0.5);
+- each run's per-problem accuracy with its 95 % interval (``eval.metrics.interval``, the
+  interval every command reports);
 - a paired bootstrap of the difference in per-problem accuracy (mean of each problem's
   sample scores), B - A: 95 % percentile interval and a two-sided p-value, 10,000
   resamples from ``random.Random(seed)``;
@@ -50,6 +52,8 @@ class PairedTest:
     bootstrap_low: float
     bootstrap_high: float
     bootstrap_p: float
+    acc_a_ci95: tuple[float, float] = (0.0, 1.0)  # ``eval.metrics.interval`` of acc_a
+    acc_b_ci95: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ def paired_test(a: DatasetReport, b: DatasetReport, *, seed: int, resamples: int
     acc_a = [mean_score(x) for x, _ in pairs]
     acc_b = [mean_score(y) for _, y in pairs]
     diff, low, high, p = paired_bootstrap(acc_a, acc_b, seed=seed, resamples=resamples)
+    from eval.metrics import interval
+
     return PairedTest(
         problems=len(pairs),
         solved_a=sum(sa for sa, _ in solved),
@@ -127,6 +133,8 @@ def paired_test(a: DatasetReport, b: DatasetReport, *, seed: int, resamples: int
         bootstrap_low=low,
         bootstrap_high=high,
         bootstrap_p=p,
+        acc_a_ci95=interval(acc_a),
+        acc_b_ci95=interval(acc_b),
     )
 
 
@@ -178,7 +186,8 @@ def format_comparison(comparison: Comparison) -> str:
             f"{name}: {t.problems} paired problems",
             f"  solved (majority correct): A {t.solved_a}, B {t.solved_b}; "
             f"flips A->B: {len(t.a_only)} lost, {len(t.b_only)} gained; McNemar exact p = {t.mcnemar_p:.4g}",
-            f"  per-problem accuracy: A {t.acc_a:.3f}, B {t.acc_b:.3f}; B - A = {t.bootstrap_diff:+.3f} "
+            f"  per-problem accuracy: A {t.acc_a:.3f} [{t.acc_a_ci95[0]:.3f}, {t.acc_a_ci95[1]:.3f}], "
+            f"B {t.acc_b:.3f} [{t.acc_b_ci95[0]:.3f}, {t.acc_b_ci95[1]:.3f}]; B - A = {t.bootstrap_diff:+.3f} "
             f"[{t.bootstrap_low:+.3f}, {t.bootstrap_high:+.3f}] (paired bootstrap, p = {t.bootstrap_p:.4g})",
         ]
         if t.a_only:

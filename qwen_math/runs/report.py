@@ -45,6 +45,9 @@ from qwen_math.runs.views import majority_correct
 
 log = logging.getLogger(__name__)
 
+#: backends that replay recorded completions instead of running a model.
+BACKENDS_WITHOUT_MODEL = frozenset({"scripted"})
+
 #: failed problems shown in the trace viewer, per dataset (the page stays a few MB at most).
 MAX_TRACES = 40
 
@@ -111,9 +114,22 @@ def at_max_k(metrics: Mapping[str, Any], name: str) -> tuple[int, float] | None:
     return points[-1] if points else None
 
 
-def interval(metrics: Mapping[str, Any], name: str) -> tuple[float, float] | None:
-    """The 95 % interval of a metric (``acc_ci95`` for ``acc``), when recorded."""
-    value = metrics.get(f"{name}_ci95")
+def interval(metrics: Mapping[str, Any], name: str,
+             problems: Sequence[Mapping[str, Any]] = ()) -> tuple[float, float] | None:
+    """The 95 % interval of ``acc``, ``maj@K`` or ``pass@K``.
+
+    ``acc``'s comes from ``eval.metrics.interval`` over the problems' scores when the rows are
+    given (so a run written before that function still gets a sound interval), else from
+    ``acc_ci95``; ``maj@K`` / ``pass@K`` from ``maj@k_ci95`` / ``pass@k_ci95`` when recorded.
+    """
+    if name == "acc" and problems:
+        from eval.metrics import interval as metric_interval
+
+        scores = [row["score"] for row in problems if row.get("score")]
+        if scores:
+            return metric_interval([sum(map(bool, s)) / len(s) for s in scores])
+    curve_name, _, k = name.partition("@")
+    value = (metrics.get(f"{curve_name}@k_ci95") or {}).get(k) if k else metrics.get(f"{name}_ci95")
     if isinstance(value, Sequence) and len(value) == 2 and None not in value:
         return float(value[0]), float(value[1])
     return None
@@ -152,7 +168,7 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
             str(m.get("problems", len(d.problems))),
             str(m.get("n", "-")),
             str(k if k is not None else "-"),
-            format_value(m.get("acc"), interval(m, "acc")),
+            format_value(m.get("acc"), interval(m, "acc", d.problems)),
             format_value(maj[1] if maj else None, interval(m, f"maj@{k}")),
             format_value(pas[1] if pas else None, interval(m, f"pass@{k}")),
         ])
@@ -204,7 +220,7 @@ def plot_curves(report: RunReport) -> bytes:
         ax.minorticks_off()
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(-0.04, 1.04)  # a curve at 0 (or 1) stays visible above (below) the axis
     ax.set_title("maj@k and pass@k")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -214,15 +230,21 @@ def plot_curves(report: RunReport) -> bytes:
 def plot_breakdown(dataset: DatasetReport, groups: dict[str, list[tuple[str, float, int]]]) -> bytes:
     """Accuracy per level / subject of one dataset, one panel per field."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), dpi=120, squeeze=False)
+    height = max(2.4, 0.4 * max(len(rows) for rows in groups.values()) + 1.2)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.0 * len(groups), height), dpi=120, squeeze=False)
     for ax, (field, rows) in zip(axes[0], groups.items(), strict=True):
-        labels = [row[0] for row in rows]
-        ax.bar(range(len(rows)), [row[1] for row in rows], color="C0")
-        ax.set_xticks(range(len(rows)), labels, rotation=45 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center", fontsize=8)
-        ax.set_ylim(0, 1.02)
-        ax.set_ylabel("accuracy")
+        # horizontal bars: long subject names stay readable; each bar is labelled with its
+        # accuracy and sample count, so a group at 0 shows as "0.00 (n=40)", not as nothing
+        positions = range(len(rows))
+        bars = ax.barh(positions, [row[1] for row in rows], color="C0", edgecolor="C0", height=0.6)
+        ax.bar_label(bars, labels=[f"{row[1]:.2f} (n={row[2]})" for row in rows], padding=3, fontsize=8)
+        ax.set_yticks(positions, [row[0] for row in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.25)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_xlabel("accuracy")
         ax.set_title(f"{dataset.name}: accuracy by {field}")
-        ax.grid(True, axis="y", alpha=0.3)
+        ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)
 
@@ -240,14 +262,16 @@ def plot_agreement(report: RunReport) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     bins = [i / 10 for i in range(11)]
-    for i, d in enumerate(report.datasets):
-        values = [a for a in (answer_agreement(row) for row in d.problems) if a is not None]
-        ax.hist(values, bins=bins, alpha=0.55, color=f"C{i % 10}", label=d.name, edgecolor="white")
+    names = [d.name for d in report.datasets]
+    values = [[a for a in (answer_agreement(row) for row in d.problems) if a is not None] for d in report.datasets]
+    if any(values):  # datasets side by side in each bin: no translucent overlap, no mixed colour
+        ax.hist(values, bins=bins, color=[f"C{i % 10}" for i in range(len(names))], label=names,
+                edgecolor="white", histtype="bar")
+        ax.legend(fontsize=8)
     ax.set_xlabel("share of samples giving the most common answer")
     ax.set_ylabel("problems")
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title("answer agreement")
-    ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _png(fig)
 
@@ -307,8 +331,9 @@ def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]]) -> s
         "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>",
         *("<tr>" + "".join(f'<td class="{"num" if i else ""}">{_e(c)}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows),
         "</table>",
-        "<p>acc: mean over all samples; maj@k: majority vote of k samples, averaged over "
-        "subsets; pass@k: unbiased estimator; [95 % interval].</p>",
+        "<p>acc: mean over problems of each problem's sample accuracy; maj@k: majority vote of k "
+        "samples, averaged over subsets; pass@k: unbiased estimator; [95 % interval: Wilson over "
+        "problems for acc, bootstrap over problems (never narrower) for maj@k and pass@k].</p>",
         "<h2>Plots</h2>",
     ]
     for name, title, png in plots:
@@ -325,14 +350,22 @@ def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]]) -> s
 def _config_line(manifest: Mapping[str, Any]) -> str:
     config = manifest.get("config", {})
     sampling = config.get("sampling", {})
+    backend = config.get("backend")
     items = {
-        "model": config.get("model"), "backend": config.get("backend"), "mode": config.get("mode"),
+        # a replay backend used no model: naming the default one would mislead
+        "model": config.get("model") if backend not in BACKENDS_WITHOUT_MODEL else "(none: replayed)",
+        "backend": backend, "mode": config.get("mode"),
         "n": sampling.get("n"), "temperature": sampling.get("temperature"),
         "top_p": sampling.get("top_p"), "max_tokens": sampling.get("max_tokens"),
         "seed": sampling.get("seed"), "fingerprint": manifest.get("fingerprint", {}).get("sha256", "")[:12],
     }
     text = ", ".join(f"{k}={v}" for k, v in items.items())
     return f'<p><code class="cfg">{_e(text)}</code></p>'
+
+
+def shown_answer(answer: Any) -> str:
+    """An answer for people: ``(no answer)`` rather than ``None``."""
+    return "(no answer)" if answer is None else str(answer)
 
 
 def failed_rows(dataset: DatasetReport) -> list[Mapping[str, Any]]:
@@ -349,7 +382,7 @@ def _traces_html(run_dir: Path, dataset: DatasetReport) -> str:
     for row in failed[:MAX_TRACES]:
         idx = row["idx"]
         parts.append(f"<details><summary>#{_e(idx)} gold <b>{_e(row.get('gt'))}</b>; answers "
-                     f"{_e(', '.join(str(p) for p in row.get('pred') or []))}</summary>")
+                     f"{_e(', '.join(shown_answer(p) for p in row.get('pred') or []))}</summary>")
         parts.append(f"<pre>{_e(row.get('question'))}</pre>")
         for sample in range(len(row.get("pred") or [])):
             record = samples.get((idx, sample))
@@ -357,7 +390,7 @@ def _traces_html(run_dir: Path, dataset: DatasetReport) -> str:
                 continue
             verdict = "ok" if record.correct else "bad"
             parts.append(
-                f'<details><summary>sample {sample}: <span class="{verdict}">{_e(record.answer)}</span>'
+                f'<details><summary>sample {sample}: <span class="{verdict}">{_e(shown_answer(record.answer))}</span>'
                 f" ({_e(record.grade_status)}, finish {_e(record.finish_reason)}, "
                 f"{record.tool_calls} tool calls)</summary><pre>{_e(record.response)}</pre></details>"
             )

@@ -44,7 +44,7 @@ from qwen_math.runs.manifest import (
     read_manifest,
     tree_checksum,
 )
-from qwen_math.runs.progress import RunProgress
+from qwen_math.runs.progress import RunProgress, live_token_counter, max_tokens_per_sample
 from qwen_math.runs.store import RunLayout, load_samples, run_lock
 from qwen_math.shard import parse_shard, select_shard, shard_fingerprint_fields
 
@@ -434,7 +434,10 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
         log.info("%s: %d of %d samples already written; generating %d",
                  dataset.name, len(done), len(wanted), len(wanted) - len(done))
     with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
-                     enabled=config.progress, interval_s=config.progress_interval_s) as progress:
+                     enabled=config.progress, interval_s=config.progress_interval_s,
+                     tokens=live_token_counter(backend),
+                     max_tokens_per_sample=max_tokens_per_sample(
+                         config.mode, config.sampling.max_tokens, config.max_tool_calls)) as progress:
         for record in done.values():
             progress.add(record, resumed=True)
         # 2) generate the rest, each sample graded and appended the moment it completes
