@@ -29,6 +29,7 @@ or decide the final answer (the strategy extracts it).
 
 from __future__ import annotations
 
+import ast
 import re
 import time
 from collections.abc import Callable
@@ -278,9 +279,20 @@ def run_in_persistent_session(program: str, trajectory: Any, sandbox: Any, timeo
 
 
 def run_fresh(program: str, trajectory: Any, sandbox: Any, timeout: float) -> CellOutcome:
-    """qwen-agent: a fresh session per program; the result is its stdout."""
+    """qwen-agent: a fresh session per program; the result is its stdout (nothing else)."""
     with sandbox.fresh_session(timeout=timeout) as session:
-        return outcome_of(program, session.run(program))
+        return outcome_of(program, session.run(stdout_only(program)))
+
+
+def stdout_only(program: str) -> str:
+    """``program`` such that only what it prints is shown: the sandbox echoes a trailing bare
+    expression like a notebook (``x`` shows ``x``'s repr), which ``exec`` never does, so a
+    program ending with one gets a ``pass`` after it (only then: line numbers stay put)."""
+    try:
+        body = ast.parse(program).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return program  # the sandbox reports the error itself, unchanged
+    return f"{program}\npass" if body and isinstance(body[-1], ast.Expr) else program
 
 
 def run_fresh_auto(program: str, trajectory: Any, sandbox: Any, timeout: float) -> CellOutcome:
@@ -291,9 +303,9 @@ def run_fresh_auto(program: str, trajectory: Any, sandbox: Any, timeout: float) 
     lines = program.strip().split("\n")
     with sandbox.fresh_session(timeout=timeout) as session:
         if "print(" in lines[-1]:
-            return outcome_of(program, session.run("\n".join(lines)))
+            return outcome_of(program, session.run(stdout_only("\n".join(lines))))
         start = time.monotonic()
-        head = session.run("\n".join(lines[:-1]))
+        head = session.run("\n".join(lines[:-1]))  # its stdout is dropped: no need to strip it
         if not head.ok:
             return outcome_of(program, head)
         syntax = eval_syntax_error(lines[-1])
