@@ -331,3 +331,16 @@ def test_a_run_without_a_recorded_protocol_resumes_as_notebook(tir_eval, tmp_pat
     capsys.readouterr()
     assert main(tir_eval(run_dir, "--tir-protocol", "qwen-agent")) == 5
     assert 'tir.protocol: "notebook" -> "qwen-agent"' in capsys.readouterr().err
+
+
+def test_compare_shows_the_protocol_difference_first(tir_eval, tmp_path, capsys):
+    from qwen_math.cli import main
+
+    runs = {p: tmp_path / p for p in ("math-eval", "notebook")}
+    for protocol, run_dir in runs.items():
+        assert main(tir_eval(run_dir, "--tir-protocol", protocol, "--seed", "3")) == 0
+    capsys.readouterr()
+    assert main(["-q", "compare", str(runs["math-eval"]), str(runs["notebook"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = lines[lines.index("configuration differences (A -> B):") + 1]
+    assert first.strip() == 'tir.protocol: "math-eval" -> "notebook"'
