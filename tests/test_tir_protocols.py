@@ -170,6 +170,12 @@ def test_a_cell_past_its_timeout_shows_timeout_error_in_time(scripted, protocol,
     assert t.turns[0].exec_duration_s < 2.0 and time.monotonic() - start < 10
 
 
+def test_math_eval_own_timeout_is_five_seconds(scripted):
+    t = run(scripted([cell("import time\ntime.sleep(30)"), "\\boxed{0}"]), "math-eval")
+    assert t.turns[0].appended == block("Timeout Error", "math-eval")
+    assert 5.0 <= t.turns[0].exec_duration_s < 6.0
+
+
 def test_protocol_timeouts():
     assert {name: p.timeout_s for name, p in PROTOCOLS.items()} == {
         "qwen-agent": 20.0, "math-eval": 5.0, "notebook": 5.0}
