@@ -70,7 +70,10 @@ FEW_SHOT_EXEMPLARS: tuple[tuple[str, str], ...] = (
         "The answer is $\\boxed{50}$.",
     ),
 )
-FEW_SHOT_STOP = ("\nQuestion:",)
+FEW_SHOT_STOP = ("\n\nQuestion:",)
+#: End-of-text strings the official harness stops on in every prompt type (the backends also
+#: end at the <|im_end|> / <|endoftext|> token ids).
+END_TEXTS = ("</s>", "<|im_end|>", "<|endoftext|>")
 
 
 def chatml_prompt(system: str, question: str) -> str:

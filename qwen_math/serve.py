@@ -53,7 +53,6 @@ from typing import Any
 from qwen_math.backends.base import Backend, Completion, GenerationRequest, run_to_completion
 from qwen_math.config import (
     DEFAULT_MAX_TOKENS,
-    DEFAULT_MAX_TOOL_CALLS,
     SamplingConfig,
     default_sampling,
 )
@@ -75,6 +74,7 @@ class ServeConfig:
     max_queue: int = 256  # samples queued or decoding, all requests together
     max_connections: int = 256  # connections handled at once (each holds a thread)
     idle_timeout_s: float = 30.0  # an idle keep-alive connection is closed after this
+    tir_protocol: str = "qwen-agent"  # /v1/solve's default (``serve --tir-protocol``)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -442,22 +442,16 @@ def chat_choice(index: int, completion: Completion) -> dict[str, Any]:
             "logprobs": None, **finish_fields(completion)}
 
 
-def solve_options(body: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for ``qwen_math.solve.solve`` from a ``/v1/solve`` body."""
-    from qwen_math.commands.flags import MODES
+def solve_options(body: Mapping[str, Any], *, default_tir_protocol: str = "qwen-agent") -> dict[str, Any]:
+    """Keyword arguments for ``qwen_math.solve.solve`` from a ``/v1/solve`` body (parsed by
+    ``qwen_math.solve_request``, the one solve-request parser)."""
+    from qwen_math.solve_request import parse_solve_request
 
-    problem = get_field(body, "problem", str, None)
-    if problem is None:
-        raise ApiError(400, "problem (the question text) is required")
-    mode = get_field(body, "mode", str, "cot")
-    if mode not in MODES:
-        raise ApiError(400, f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    sampling, _ = parse_sampling(body)
-    max_tool_calls = get_field(body, "max_tool_calls", int, DEFAULT_MAX_TOOL_CALLS)
-    if max_tool_calls < 0:
-        raise ApiError(400, f"max_tool_calls must be >= 0, got {max_tool_calls}")
-    return {"problem": problem, "mode": mode, "sampling": sampling, "max_tool_calls": max_tool_calls,
-            "prompt_style": get_field(body, "prompt_style", str, "instruct")}
+    try:
+        request = parse_solve_request(body, default_tir_protocol=default_tir_protocol)
+    except UsageError as exc:
+        raise ApiError(400, str(exc)) from None
+    return {"problem": request.problem, **request.solve_kwargs()}
 
 
 # --- the application ------------------------------------------------------------------------------
@@ -574,7 +568,7 @@ class App:
         from qwen_math.solve import solve
 
         self.check_model(body)
-        options = solve_options(body)
+        options = solve_options(body, default_tir_protocol=self.config.tir_protocol)
         started = time.monotonic()
         with self.engine.open_session(options["sampling"].n) as session:
             solution = solve(options.pop("problem"), backend=session, sandbox_pool=self.sandbox_pool, **options)

@@ -11,7 +11,8 @@ Two entry points over ``qwen_math.strategies.runner``:
   the majority answer through ``eval``'s equivalence-aware vote, the vote table, every sample.
 
 Finish reasons (``qwen_math.record.FINISH_REASONS``): ``stop``, ``eos`` and ``length`` from the
-backend; ``tool_limit`` when a TIR trajectory asks for more than ``max_tool_calls`` programs;
+backend; ``tool_limit`` when a TIR trajectory reaches its tool budget (``max_tool_calls``, or the TIR
+protocol's own limit);
 ``context`` when the transcript no longer fits the model's context window.
 
 What it deliberately does not do: load models, write files or grade against gold answers.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qwen_math.backends.base import Backend
-from qwen_math.config import DEFAULT_MAX_TOOL_CALLS, SamplingConfig, default_sampling
+from qwen_math.config import SamplingConfig, default_sampling
 from qwen_math.errors import UsageError
 from qwen_math.prompts import check_prompt_style
 from qwen_math.record import Turn, TurnsView
@@ -37,6 +38,7 @@ from qwen_math.strategies.runner import (
     render_prompt,
     run_trajectories,
 )
+from qwen_math.strategies.tir_protocols import DEFAULT_PROTOCOL
 
 #: One problem to sample (id stable across runs, text, dataset for extraction).
 ProblemInput = Problem
@@ -91,15 +93,24 @@ def generate_samples(
     mode: str,
     sampling: SamplingConfig,
     backend: Backend,
-    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    max_tool_calls: int | None = None,
     sandbox_pool: Any = None,
     skip: Container[tuple[str, int]] = (),
     samples: range | None = None,
     prompt_style: str = "instruct",
     on_turn: TurnCallback | None = None,
+    tir_protocol: str = DEFAULT_PROTOCOL,
+    tool_timeout: float | None = None,
+    extract_from: str = "full",
 ) -> Iterator[SampleResult]:
-    """Yield each sample of each problem as soon as it completes (any order)."""
-    strategy = make_strategy(mode, max_tool_calls=max_tool_calls)
+    """Yield each sample of each problem as soon as it completes (any order).
+
+    TIR options: ``tir_protocol`` (``qwen-agent``, ``math-eval``, ``notebook``),
+    ``max_tool_calls`` (None: the protocol's own limit), ``tool_timeout`` (None: the
+    protocol's), ``extract_from`` (``full`` or ``first-turn``); other modes ignore them.
+    """
+    strategy = make_strategy(mode, max_tool_calls=max_tool_calls, tir_protocol=tir_protocol,
+                             tool_timeout=tool_timeout, extract_from=extract_from)
     trajectories = run_trajectories(
         list(problems),
         strategy=strategy, sampling=sampling, backend=backend,
@@ -117,26 +128,30 @@ def solve(
     n: int = 1,
     sampling: SamplingConfig | None = None,
     backend: Backend,
-    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    max_tool_calls: int | None = None,
     sandbox_pool: Any = None,
     prompt_style: str = "instruct",
     on_turn: TurnCallback | None = None,
     on_sample: Callable[[SampleResult], None] | None = None,
+    tir_protocol: str = DEFAULT_PROTOCOL,
+    tool_timeout: float | None = None,
+    extract_from: str = "full",
 ) -> Solution:
     """Sample ``problem`` n times in ``mode`` and vote. Bad input raises ``UsageError``.
 
     ``n`` sets the sample count when ``sampling`` is not given (with the CLI's defaults:
     greedy for one sample, temperature 0.7 / top-p 0.8 for several); a given ``sampling``
     carries its own ``n``. ``on_sample`` is called with each sample as it finishes (progress).
+    The TIR options are ``generate_samples``'s.
     """
     sampling = resolve_sampling(n, sampling)
     question = check_problem(problem)
     style = check_prompt_style(prompt_style)
-    check_prompt_fits(question, mode=mode, style=style, backend=backend, max_tool_calls=max_tool_calls)
+    check_prompt_fits(question, mode=mode, style=style, backend=backend)
     results = generate_samples(
         [ProblemInput("problem", question)], mode=mode, sampling=sampling, backend=backend,
         max_tool_calls=max_tool_calls, sandbox_pool=sandbox_pool, prompt_style=style,
-        on_turn=on_turn,
+        on_turn=on_turn, tir_protocol=tir_protocol, tool_timeout=tool_timeout, extract_from=extract_from,
     )
     if on_sample is not None:
         results = notify_each(results, on_sample)
@@ -181,9 +196,9 @@ def check_problem(problem: str) -> str:
     return question
 
 
-def check_prompt_fits(question: str, *, mode: str, style: str, backend: Backend, max_tool_calls: int) -> None:
+def check_prompt_fits(question: str, *, mode: str, style: str, backend: Backend) -> None:
     """Raise ``UsageError`` when the rendered prompt leaves no room to answer."""
-    strategy = make_strategy(mode, max_tool_calls=max_tool_calls)
+    strategy = make_strategy(mode)  # the prompt depends on the mode and style only
     _, tokens = render_prompt(strategy, question, style=style, backend=backend)
     if tokens >= backend.context_window:
         raise UsageError(

@@ -80,7 +80,7 @@ def copy_run(runs, tmp_path, name="run"):
     (["-n", "2", "--top-p", "nan"], "top_p must be in (0, 1]"),
     (["--top-k", "-5"], "top_k must be -1"),
     (["--max-tokens", "0"], "max_tokens must be an integer >= 1"),
-    (["--max-tool-calls", "-1"], "--max-tool-calls must be >= 0"),
+    (["--max-tool-calls", "-1"], "--max-tool-calls must be an integer >= 0"),
     (["--max-concurrency", "0"], "--max-concurrency must be an integer >= 1"),
     (["--max-retries", "-1"], "--max-retries must be an integer >= 0"),
     (["--request-timeout", "nan"], "--request-timeout must be a finite number"),

@@ -55,9 +55,11 @@ def test_pot_prompt_is_ours_and_asks_for_a_program():
 @pytest.mark.parametrize(
     "mode,style,stop",
     [
-        ("cot", "instruct", ()),
-        ("cot", "few-shot", ("\nQuestion:",)),
-        ("pot", "instruct", ("```output",)),
+        # the official qwen25-math-cot stops only on the end-of-text strings; prompt type cot
+        # (our few-shot prompt) adds "\n\nQuestion:"; PoT also stops where its program ends
+        ("cot", "instruct", ("</s>", "<|im_end|>", "<|endoftext|>")),
+        ("cot", "few-shot", ("</s>", "<|im_end|>", "<|endoftext|>", "\n\nQuestion:")),
+        ("pot", "instruct", ("```output", "</s>", "<|im_end|>", "<|endoftext|>")),
         ("tir", "instruct", ("```output",)),
     ],
 )

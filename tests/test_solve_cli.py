@@ -119,8 +119,8 @@ def one_line_error(capsys, argv, code):
         (["solve", "1+1", "--temperature", "-1"], 2, "temperature must be >= 0, got -1.0"),
         (["solve", "1+1", "--top-p", "1.5"], 2, "top_p must be in (0, 1], got 1.5"),
         (["solve", "1+1", "--max-tokens", "0"], 2, "max_tokens must be an integer >= 1"),
-        (["solve", "1+1", "--max-tool-calls", "-1"], 2, "--max-tool-calls must be >= 0"),
-        (["solve", "1+1", "--prompt", "chat"], 2, "unknown --prompt 'chat'"),
+        (["solve", "1+1", "--max-tool-calls", "-1"], 2, "--max-tool-calls must be an integer >= 0"),
+        (["solve", "1+1", "--prompt", "chat"], 2, "--prompt must be one of instruct, few-shot, got 'chat'"),
         # bad flags
         (["solve", "1+1", "--n", "many"], 2, "invalid int value"),
         # scripted backend without its script

@@ -41,8 +41,12 @@ def backend(tmp_path, qwen_tokenizer):
     return make
 
 
-def run(backend, mode="tir", *, n=1, max_tool_calls=4, sandbox=FAST_SANDBOX, style="instruct", **kw):
-    strategy = make_strategy(mode, max_tool_calls=max_tool_calls)
+def run(backend, mode="tir", *, n=1, max_tool_calls=4, sandbox=FAST_SANDBOX, style="instruct",
+        tir_protocol="notebook", tool_timeout=2.0, **kw):
+    """These cases pin this project's own protocol (``notebook``); the Qwen protocols are in
+    tests/test_tir_protocols.py."""
+    strategy = make_strategy(mode, max_tool_calls=max_tool_calls, tir_protocol=tir_protocol,
+                             tool_timeout=tool_timeout)
     trajectories = run_trajectories(
         [Problem("p", QUESTION)], strategy=strategy, sampling=SamplingConfig(n=n),
         backend=backend, prompt_style=style, sandbox=sandbox, **kw,
@@ -75,7 +79,7 @@ def test_code_that_prints_nothing_gets_an_empty_output_block(backend):
 
 def test_timeout_is_reported_and_the_trajectory_continues(backend):
     start = time.perf_counter()
-    [t] = run(backend([cell("while True:\n    pass"), "\\boxed{0}"]), sandbox=SandboxAccess(timeout=0.5))
+    [t] = run(backend([cell("while True:\n    pass"), "\\boxed{0}"]), tool_timeout=0.5)
     assert t.turns[0].status == "timeout"
     assert t.answer == "0" and t.finish_reason == "eos"
     assert time.perf_counter() - start < 10
@@ -204,7 +208,7 @@ def test_cot_answer_from_boxed(backend):
 
 
 def test_cot_few_shot_stops_at_next_question(backend):
-    [t] = run(backend([" 6 * 7 = 42. The answer is $\\boxed{42}$.\nQuestion: next"]), mode="cot", style="few-shot")
+    [t] = run(backend([" 6 * 7 = 42. The answer is $\\boxed{42}$.\n\nQuestion: next"]), mode="cot", style="few-shot")
     assert t.finish_reason == "stop" and t.answer == "42"
     assert t.prompt.startswith("Question: ") and t.prompt.endswith(f"Question: {QUESTION}\nAnswer:")
 

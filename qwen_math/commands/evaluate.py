@@ -4,7 +4,8 @@
 ``DIR/<dataset>/samples.jsonl`` (appended and flushed per sample), ``problems.jsonl`` (the
 official Qwen2.5-Math keys) and ``metrics.json``. Rerunning the same command resumes after any
 interruption; a different configuration is refused (exit 5) unless ``--overwrite``;
-``--extend-n N`` raises the run to N samples per problem. Without ``--output-dir`` the run
+``--extend-n N`` raises the run to N samples per problem. Without ``--tir-protocol`` a resumed
+TIR run keeps the protocol it recorded (``notebook`` for runs made before protocols existed). Without ``--output-dir`` the run
 goes to ``runs/<model>-<datasets>-<mode>-n<n>-seed<seed>`` (the same folder for the same
 command, so rerunning it resumes). Ctrl-C or SIGTERM stop cleanly with exit 3 (resumable).
 """
@@ -30,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each dataset")
     flags.add_mode_flag(parser)
     flags.add_sampling_flags(parser)
+    flags.add_tir_flags(parser, default_protocol=None)
     flags.add_model_flags(parser)
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", default=None,
                         help="the run directory (created or resumed)")
@@ -77,6 +79,7 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         overwrite=args.overwrite, extend_n=args.extend_n, grader_workers=args.grader_workers,
         grader_timeout_s=args.grader_timeout, progress=args.progress,
         progress_interval_s=args.progress_interval, command=tuple(_argv()), shard=args.shard,
+        tir_protocol=args.tir_protocol, tool_timeout_s=args.tool_timeout, extract_from=args.extract_from,
     )
 
 

@@ -2,7 +2,8 @@
 
 ``-n/--n`` (alias ``--n_sampling``), ``--temperature`` (0 when n = 1, else 0.7), ``--top-p``
 (1.0 when greedy, else 0.8), ``--top-k``, ``--max-tokens`` (alias ``--max_tokens_per_call``),
-``--max-tool-calls``, ``--seed``, ``--mode``, ``--model`` (alias ``--model_name_or_path``),
+``--max-tool-calls`` (absent: the TIR protocol's own limit), ``--seed``, ``--mode``,
+``--tir-protocol`` / ``--tool-timeout`` / ``--extract-from`` (``add_tir_flags``), ``--model`` (alias ``--model_name_or_path``),
 ``--backend``, and the vllm/openai backend flags (``--tensor-parallel-size``, ``--base-url``,
 ...; ``add_scale_flags``). Defaults that depend on other flags are resolved in
 ``sampling_from_args``; ``backend_options_from_args`` builds the ``BackendOptions``.
@@ -16,13 +17,12 @@ import dataclasses
 from qwen_math.backends.base import BackendOptions
 from qwen_math.config import (
     DEFAULT_MAX_TOKENS,
-    DEFAULT_MAX_TOOL_CALLS,
     DEFAULT_MODEL,
     SamplingConfig,
     default_sampling,
 )
-
-MODES = ("cot", "pot", "tir")
+from qwen_math.strategies import MODES
+from qwen_math.strategies.tir_protocols import DEFAULT_PROTOCOL, EXTRACT_FROM, PROTOCOLS
 
 #: The official Qwen2.5-Math / ToRA ``--prompt_type`` values, accepted as spellings of a mode.
 MODE_ALIASES: dict[str, str] = {
@@ -54,9 +54,10 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-tokens", "--max_tokens_per_call", dest="max_tokens", type=int,
                        default=DEFAULT_MAX_TOKENS,
                        help=f"max new tokens per generation call (default {DEFAULT_MAX_TOKENS})")
-    group.add_argument("--max-tool-calls", "--max_tool_calls", dest="max_tool_calls", type=int,
-                       default=DEFAULT_MAX_TOOL_CALLS,
-                       help=f"TIR: max code executions per trajectory (default {DEFAULT_MAX_TOOL_CALLS})")
+    group.add_argument("--max-tool-calls", "--max_tool_calls", "--max_func_call", dest="max_tool_calls",
+                       type=int, default=None,
+                       help="TIR: max code executions per trajectory (default: the --tir-protocol's "
+                            "own limit: qwen-agent 10, math-eval 4, notebook 4)")
     group.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
 
 
@@ -66,6 +67,23 @@ def add_mode_flag(parser: argparse.ArgumentParser) -> None:
                         help="reasoning mode: chain of thought, program of thought, "
                              "tool-integrated (default cot); the official --prompt_type names "
                              "(qwen25-math-cot, tool-integrated, pal) are accepted too")
+
+
+def add_tir_flags(parser: argparse.ArgumentParser, *, default_protocol: str | None = DEFAULT_PROTOCOL) -> None:
+    """``--tir-protocol``, ``--tool-timeout``, ``--extract-from`` (``qwen_math.strategies.tir_protocols``).
+
+    ``default_protocol=None`` leaves the flag unset when absent (eval: a resumed run keeps its own).
+    """
+    group = parser.add_argument_group("tool-integrated reasoning")
+    group.add_argument("--tir-protocol", dest="tir_protocol", default=default_protocol, choices=tuple(PROTOCOLS),
+                       help="TIR runtime reproduced: qwen-agent (Qwen-Agent's TIR agent), math-eval "
+                            "(Qwen2.5-Math's evaluation harness) or notebook (this project's "
+                            f"persistent session); default {DEFAULT_PROTOCOL}")
+    group.add_argument("--tool-timeout", dest="tool_timeout", type=float, default=None,
+                       help="seconds per program (default: the protocol's: qwen-agent 20, math-eval 5, notebook 5)")
+    group.add_argument("--extract-from", dest="extract_from", default="full", choices=EXTRACT_FROM,
+                       help="TIR answer from the full transcript (default) or, like math-eval's "
+                            "harness, from the text before the first stop string (first-turn)")
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from qwen_math.serve import ServeConfig
+    from qwen_math.strategies.tir_protocols import PROTOCOLS
 
     defaults = ServeConfig(model_name="")
     flags.add_model_flags(parser)
@@ -40,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help=f"connections served at once before 429 (default {defaults.max_connections})")
     group.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, default=defaults.max_body_bytes,
                        help=f"largest request body accepted (default {defaults.max_body_bytes:,})")
+    group.add_argument("--tir-protocol", dest="tir_protocol", default=defaults.tir_protocol,
+                       choices=tuple(PROTOCOLS),
+                       help=f"/v1/solve's TIR protocol when a request names none (default {defaults.tir_protocol})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=positive("--max-queue", args.max_queue),
         max_connections=positive("--max-connections", args.max_connections),
         max_body_bytes=positive("--max-body-bytes", args.max_body_bytes),
+        tir_protocol=args.tir_protocol,
     )
     if not 0 <= args.port <= 65535:
         raise_usage(f"--port must be in 0..65535, got {args.port}")

@@ -38,6 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", default=None, help="read the problem from this file")
     flags.add_mode_flag(parser)
     flags.add_sampling_flags(parser)
+    flags.add_tir_flags(parser)
     flags.add_model_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--show-trace", action="store_true", help="print every sample's trace")
@@ -45,15 +46,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qwen_math.backends.base import get_backend_class
-    from qwen_math.prompts import check_prompt_style
     from qwen_math.solve import check_problem, solve
+    from qwen_math.solve_request import parse_solve_request
 
-    # 1) every check that needs no model, so bad input fails fast
-    problem = check_problem(read_problem(args.problem, args.file))
-    sampling = flags.sampling_from_args(args)
-    style = check_prompt_style(args.prompt)
-    if args.max_tool_calls < 0:
-        raise UsageError(f"--max-tool-calls must be >= 0, got {args.max_tool_calls}")
+    # 1) every check that needs no model, so bad input fails fast (one parser for every front end)
+    request = parse_solve_request(
+        {**{name: getattr(args, name) for name in REQUEST_FLAGS}, "prompt_style": args.prompt,
+         "problem": check_problem(read_problem(args.problem, args.file))},
+        spell=cli_spelling,
+    )
+    sampling = request.sampling
     backend_class = get_backend_class(args.backend)
     # 2) the model and the backend
     options = flags.backend_options_from_args(args)
@@ -67,13 +69,10 @@ def run(args: argparse.Namespace) -> int:
     # 3) sample, streaming one sample's turns on a terminal
     stream = sampling.n == 1 and not args.json and sys.stdout.isatty()
     try:
-        with solve_progress(backend, sampling, args, enabled=not stream) as progress:
-            solution = solve(
-                problem, mode=args.mode, sampling=sampling, backend=backend,
-                max_tool_calls=args.max_tool_calls, prompt_style=style,
-                on_turn=print_turn_live if stream else None,
-                on_sample=lambda sample: progress.sample_done(sample.completion_tokens),
-            )
+        with solve_progress(backend, request, enabled=not stream) as progress:
+            solution = solve(request.problem, backend=backend, on_turn=print_turn_live if stream else None,
+                             on_sample=lambda sample: progress.sample_done(sample.completion_tokens),
+                             **request.solve_kwargs())
     finally:
         backend.close()
     # 4) report
@@ -89,13 +88,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def solve_progress(backend, sampling, args: argparse.Namespace, *, enabled: bool):  # -> SampleProgress
+def solve_progress(backend, request, *, enabled: bool):  # -> SampleProgress
     """Samples done, tokens, tok/s and ETA on stderr (off while a sample streams to the terminal)."""
     from qwen_math.runs.progress import SampleProgress, live_token_counter, max_tokens_per_sample
+    from qwen_math.strategies.tir_protocols import get_protocol
 
-    return SampleProgress("solve", total_samples=sampling.n, enabled=enabled, tokens=live_token_counter(backend),
-                          max_tokens_per_sample=max_tokens_per_sample(args.mode, sampling.max_tokens,
-                                                                      args.max_tool_calls))
+    tool_calls = request.max_tool_calls
+    if tool_calls is None:
+        tool_calls = get_protocol(request.tir_protocol).max_tool_calls
+    return SampleProgress("solve", total_samples=request.sampling.n, enabled=enabled,
+                          tokens=live_token_counter(backend),
+                          max_tokens_per_sample=max_tokens_per_sample(request.mode, request.sampling.max_tokens,
+                                                                      tool_calls))
+
+
+#: flags whose values are solve-request fields of the same name.
+REQUEST_FLAGS = ("mode", "n", "temperature", "top_p", "top_k", "max_tokens", "seed", "max_tool_calls",
+                 "tir_protocol", "tool_timeout", "extract_from")
+
+
+def cli_spelling(field: str) -> str:
+    """A solve-request field as the flag that sets it (for error messages)."""
+    from qwen_math.solve_request import flag_name
+
+    return {"prompt_style": "--prompt", "problem": "the problem", "n": "-n"}.get(field, flag_name(field))
 
 
 def read_problem(argument: str | None, file: str | None) -> str:

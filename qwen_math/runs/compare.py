@@ -176,7 +176,12 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     named = {line.split(":", 1)[0] for line in found}
     other = Fingerprint(flatten("config", a.get("config", {}))).differences(
         Fingerprint(flatten("config", b.get("config", {}))))
+    found.sort(key=lambda line: line.split(":", 1)[0] not in HEADLINE_FIELDS)  # stable: the rest stays sorted
     return found + [line for line in other if line.split(":", 1)[0].removeprefix("config.") not in named]
+
+
+#: fingerprint fields listed first in a config difference (a protocol comparison's subject).
+HEADLINE_FIELDS = frozenset({"mode", "tir.protocol"})
 
 
 def format_comparison(comparison: Comparison) -> str:

@@ -90,6 +90,12 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def with_old_defaults(old: Fingerprint, defaults: Mapping[str, Any]) -> Fingerprint:
+    """``old`` with each field it lacks set to ``defaults``' value: what a run made before that
+    field existed ran with (so every existing run directory still resumes)."""
+    return Fingerprint({**defaults, **old.fields})
+
+
 def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extending: bool) -> None:
     """Raise ``ResumeRefused`` naming each difference unless the run may continue."""
     ignore = EXTENDABLE_FIELDS if extending else frozenset()

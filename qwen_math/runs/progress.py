@@ -93,11 +93,9 @@ def live_token_counter(backend: Any) -> Callable[[], int] | None:
     return read
 
 
-def max_tokens_per_sample(mode: str, max_tokens: int, max_tool_calls: int | None) -> int:
-    """The most tokens one sample can generate: one call, or one per TIR round."""
-    from qwen_math.config import DEFAULT_MAX_TOOL_CALLS
-
-    tool_calls = max_tool_calls if max_tool_calls is not None else DEFAULT_MAX_TOOL_CALLS
+def max_tokens_per_sample(mode: str, max_tokens: int, tool_calls: int) -> int:
+    """The most tokens one sample can generate: one call, or one per TIR round (``tool_calls``
+    is the effective tool budget: the flag, else the TIR protocol's own limit)."""
     return max_tokens * (tool_calls + 1 if mode == "tir" else 1)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_math.backends.base import BackendOptions
-from qwen_math.config import SamplingConfig, at_least, positive_seconds
+from qwen_math.config import DEFAULT_MAX_TOOL_CALLS, SamplingConfig, at_least, positive_seconds
 from qwen_math.errors import PartialRun, UsageError
 from qwen_math.record import SampleRecord
 from qwen_math.runs.jsonl import AppendOnlyJsonl, write_json_atomic
@@ -40,18 +40,25 @@ from qwen_math.runs.manifest import (
     build_manifest,
     check_resumable,
     file_checksum,
+    flatten,
     json_checksum,
     read_manifest,
     tree_checksum,
+    with_old_defaults,
 )
 from qwen_math.runs.progress import RunProgress, live_token_counter, max_tokens_per_sample
 from qwen_math.runs.store import RunLayout, load_samples, run_lock
 from qwen_math.shard import parse_shard, select_shard, shard_fingerprint_fields
+from qwen_math.strategies import MODES_WITH_CODE, make_strategy
+from qwen_math.strategies.tir_protocols import (
+    DEFAULT_PROTOCOL,
+    LEGACY_PROTOCOL,
+    PROTOCOLS,
+    check_extract_from,
+    get_protocol,
+)
 
 log = logging.getLogger(__name__)
-
-#: modes whose strategies run model-written code (the run starts a sandbox pool for them).
-MODES_WITH_CODE = frozenset({"pot", "tir"})
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class EvalConfig:
     output_dir: Path
     mode: str = "cot"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    max_tool_calls: int = 4
+    max_tool_calls: int | None = None  # None: the TIR protocol's own limit
     backend: str = "hf"
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     prompt_style: str | None = None  # None: the strategy's default (instruct)
@@ -77,6 +84,9 @@ class EvalConfig:
     progress_interval_s: float = 10.0
     command: tuple[str, ...] = ()
     shard: str | None = None  # "i/N": run only that slice of each dataset (qwen_math.shard)
+    tir_protocol: str | None = None  # None: a resumed run's own (notebook before protocols), else the default
+    tool_timeout_s: float | None = None  # None: the TIR protocol's cell timeout
+    extract_from: str = "full"
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -89,8 +99,13 @@ class EvalConfig:
             raise UsageError(f"--extend-n must be >= 1, got {self.extend_n}")
         if self.extend_n is not None and self.overwrite:
             raise UsageError("--extend-n and --overwrite exclude each other")
-        if self.max_tool_calls < 0:
-            raise UsageError(f"--max-tool-calls must be >= 0, got {self.max_tool_calls}")
+        if self.max_tool_calls is not None:
+            at_least("--max-tool-calls", self.max_tool_calls, 0)
+        if self.tir_protocol is not None:
+            get_protocol(self.tir_protocol)
+        if self.tool_timeout_s is not None:
+            positive_seconds("--tool-timeout", self.tool_timeout_s)
+        check_extract_from(self.extract_from)
         if self.grader_workers is not None:
             at_least("--grader-workers", self.grader_workers, 1)
         positive_seconds("--grader-timeout", self.grader_timeout_s)
@@ -183,7 +198,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
         "sampling.top_k": s.top_k,
         "sampling.max_tokens": s.max_tokens,
         "sampling.seed": s.seed,
-        "max_tool_calls": config.max_tool_calls,
+        "max_tool_calls": effective_max_tool_calls(config),
         "backend": config.backend,
         "model.checksum": model_checksum(config),
         "model.dtype": config.backend_options.dtype,
@@ -194,7 +209,51 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
     }
     for dataset in datasets:
         fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
+    fields.update(flatten("tir", tir_settings(config)))
     return shard_fingerprint_fields(fields, config.shard)
+
+
+def strategy_options(config: EvalConfig) -> dict[str, Any]:
+    """What ``make_strategy`` / ``generate_samples`` take from the config (TIR's options)."""
+    return {"max_tool_calls": config.max_tool_calls, "tir_protocol": config.tir_protocol or DEFAULT_PROTOCOL,
+            "tool_timeout": config.tool_timeout_s, "extract_from": config.extract_from}
+
+
+def tir_settings(config: EvalConfig) -> dict[str, Any]:
+    """A TIR run's protocol and every value it sets (empty for other modes)."""
+    if config.mode != "tir":
+        return {}
+    return make_strategy("tir", **strategy_options(config)).settings()
+
+
+def effective_max_tool_calls(config: EvalConfig) -> int:
+    """The tool budget: given, else the TIR protocol's own (other modes: the old default)."""
+    if config.max_tool_calls is not None:
+        return config.max_tool_calls
+    return tir_settings(config).get("max_tool_calls", DEFAULT_MAX_TOOL_CALLS)
+
+
+def legacy_tir_fields(old: Fingerprint) -> dict[str, Any]:
+    """What a TIR run made before protocols existed ran with: ``notebook`` at its recorded
+    tool budget, 5 s cells, answers from the full transcript."""
+    if old.fields.get("mode") != "tir" or "tir.protocol" in old.fields:
+        return {}
+    budget = old.fields.get("max_tool_calls", DEFAULT_MAX_TOOL_CALLS)
+    legacy = make_strategy("tir", max_tool_calls=budget, tir_protocol=LEGACY_PROTOCOL)
+    return flatten("tir", legacy.settings())
+
+
+def resolve_tir_protocol(config: EvalConfig) -> EvalConfig:
+    """No ``--tir-protocol``: a resumed TIR run keeps the protocol it recorded (``notebook``
+    when it recorded none); a new run takes the default."""
+    if config.tir_protocol is not None or config.mode != "tir":
+        return config
+    previous = read_manifest(Path(config.output_dir)) if not config.overwrite else None
+    protocol = DEFAULT_PROTOCOL
+    if previous is not None:
+        recorded = Fingerprint.from_json(previous.get("fingerprint", {})).fields
+        protocol = recorded.get("tir.protocol", LEGACY_PROTOCOL if recorded.get("mode") == "tir" else DEFAULT_PROTOCOL)
+    return replace(config, tir_protocol=protocol if protocol in PROTOCOLS else DEFAULT_PROTOCOL)
 
 
 def model_checksum(config: EvalConfig) -> str:
@@ -219,7 +278,8 @@ def open_run(config: EvalConfig, fingerprint: Fingerprint, datasets: Sequence[Lo
             raise UsageError(f"--extend-n needs an existing run in {layout.root}; found none")
         layout.root.mkdir(parents=True, exist_ok=True)
         return layout, None
-    check_resumable(Fingerprint.from_json(previous["fingerprint"]), fingerprint,
+    old = Fingerprint.from_json(previous["fingerprint"])
+    check_resumable(with_old_defaults(old, legacy_tir_fields(old)), fingerprint,
                     run_dir=layout.root, extending=config.extend_n is not None)
     return layout, previous
 
@@ -263,7 +323,7 @@ def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[s
         "prompt_style": config.prompt_style or "instruct",
         "sampling": {"n": s.n, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
                      "max_tokens": s.max_tokens, "seed": s.seed, "stop": list(s.stop)},
-        "max_tool_calls": config.max_tool_calls,
+        "max_tool_calls": effective_max_tool_calls(config),
         "backend": config.backend,
         "model": config.backend_options.model,
         "script": config.backend_options.script,
@@ -271,6 +331,7 @@ def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[s
         "dtype": config.backend_options.dtype,
         "grader_timeout": config.grader_timeout_s,
         "shard": config.shard,
+        **({"tir": tir_settings(config)} if config.mode == "tir" else {}),
     }
 
 
@@ -315,9 +376,9 @@ def evaluate(
     """
     from qwen_math.runs.prompts import prompt_hash
 
-    config = resolve_extend_n(config)
+    config = resolve_tir_protocol(resolve_extend_n(config))
     datasets = load_datasets(config)
-    prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.prompt_style)
+    prompt_sha256 = prompt_sha256 or prompt_hash(config.mode, config.prompt_style, **strategy_options(config))
     fingerprint = Fingerprint(fingerprint_fields(config, datasets, prompt_sha256))
     refuse_foreign_folder(config)
     with run_lock(Path(config.output_dir)):
@@ -437,7 +498,7 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                      enabled=config.progress, interval_s=config.progress_interval_s,
                      tokens=live_token_counter(backend),
                      max_tokens_per_sample=max_tokens_per_sample(
-                         config.mode, config.sampling.max_tokens, config.max_tool_calls)) as progress:
+                         config.mode, config.sampling.max_tokens, effective_max_tool_calls(config))) as progress:
         for record in done.values():
             progress.add(record, resumed=True)
         # 2) generate the rest, each sample graded and appended the moment it completes
@@ -489,8 +550,9 @@ def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, s
     inputs = [ProblemInput(p.problem_id, p.question, dataset=dataset.name) for p in dataset.problems]
     yield from generate_samples(
         inputs, mode=config.mode, sampling=config.sampling, backend=backend,
-        max_tool_calls=config.max_tool_calls, sandbox_pool=sandbox_pool, skip=frozenset(skip),
+        sandbox_pool=sandbox_pool, skip=frozenset(skip),
         samples=range(config.sampling.n), prompt_style=config.prompt_style or "instruct",
+        **strategy_options(config),
     )
 
 

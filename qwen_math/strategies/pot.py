@@ -5,7 +5,8 @@ models) asks for one ```python block that prints the answer or defines ``solutio
 Generation stops at "```output"; the last ```python block runs once in a fresh sandbox
 process (``sandbox.run_pot``), and the value of ``solution()`` or the printed result is the
 answer. A program that fails, prints nothing, or is missing gives no answer (never a guess
-from the prose).
+from the prose). The official harness (prompt type ``pal``) never calls ``solution()``: it
+takes the last number of the program text; that quirk is documented, not reproduced.
 
 What it deliberately does not do: feed the output back to the model (that is TIR).
 """
@@ -13,7 +14,7 @@ What it deliberately does not do: feed the output back to the model (that is TIR
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from qwen_math import prompts
 from qwen_math.backends.base import Completion
@@ -31,6 +32,11 @@ from qwen_math.strategies.base import (
 @dataclass(frozen=True)
 class PotStrategy:
     name: str = "pot"
+    runs_code: ClassVar[bool] = True
+
+    @classmethod
+    def from_options(cls, **_: Any) -> PotStrategy:
+        return cls()
 
     def render_prompt(self, question: str, *, style: str, tokenizer: Any) -> str:
         if style != "instruct":
@@ -38,7 +44,7 @@ class PotStrategy:
         return prompts.chat_prompt(prompts.POT_SYSTEM, question, tokenizer)
 
     def stop_strings(self, style: str) -> tuple[str, ...]:
-        return (OUTPUT_FENCE,)
+        return (OUTPUT_FENCE, *prompts.END_TEXTS)
 
     def after_generation(self, trajectory: Trajectory, completion: Completion) -> Action:
         code = last_python_block(completion.text)

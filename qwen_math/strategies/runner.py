@@ -63,13 +63,19 @@ class SandboxAccess:
     timeout: float = 5.0
     memory_mb: int = 1024
 
-    def open_session(self, resources: contextlib.ExitStack) -> Any:
+    def open_session(self, resources: contextlib.ExitStack, *, timeout: float | None = None) -> Any:
         """A sandbox session for one trajectory, closed when ``resources`` closes."""
+        return resources.enter_context(self.fresh_session(timeout=timeout))
+
+    def fresh_session(self, *, timeout: float | None = None) -> Any:
+        """A new sandbox session (fresh state), to use as a context manager; ``timeout`` per
+        cell (None: the access's own)."""
+        timeout = self.timeout if timeout is None else timeout
         if self.pool is not None:
-            return resources.enter_context(self.pool.session())
+            return self.pool.session(timeout=timeout)
         from sandbox import Session
 
-        return resources.enter_context(Session(timeout=self.timeout, memory_mb=self.memory_mb))
+        return Session(timeout=timeout, memory_mb=self.memory_mb)
 
     def run_program(self, code: str) -> Any:
         """Run one PoT program in fresh state; its ``value`` is the answer."""
