@@ -27,7 +27,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from eval.errors import DataError, DataUnavailable
-from eval.extract import POLICIES, ExtractionPolicy, boxed_spans
+from eval.normalize import boxed_spans
+from eval.policies import POLICIES, ExtractionPolicy  # a leaf: eval.extract imports this module, never the reverse
 
 log = logging.getLogger(__name__)
 
