@@ -138,7 +138,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 metadata_fields=("type",)),
     DatasetSpec("aqua", ("question",), "correct", "as_is", "choice", "multiple_choice",
                 choices_field="options", hub=("deepmind/aqua_rat", "raw")),
-    DatasetSpec("carp_en", ("content",), "answer"),
+    DatasetSpec("carp_en", ("content",), "answer", policy="statement"),
     DatasetSpec("college_math", ("question",), "answer",  # question_number is not unique
                 metadata_fields=("data_topic", "question_number")),
     DatasetSpec("gaokao2023en", ("question",), "answer"),

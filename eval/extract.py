@@ -254,29 +254,30 @@ def last_candidate(text: str) -> str | None:
     return candidates[-1][1] if candidates else None
 
 
-def choice_patterns(policy: ExtractionPolicy) -> tuple[str, ...]:
-    """Where a response names its choice without an anchor, strongest first; the keywords
-    are case-insensitive, the letters are not."""
+def choice_patterns(policy: ExtractionPolicy) -> tuple[tuple[str, ...], ...]:
+    """Where a response names its choice without an anchor, in tiers: within a tier the
+    rightmost mention wins (the final committed choice), a weaker tier is asked only when a
+    stronger one finds nothing. The keywords are case-insensitive, the letters are not."""
     letters = re.escape(policy.choices)
     group = letter_group(policy)
     return (
-        r"(?i:answer|option|choice)\s*(?i:is|:)?\s*(?:\\text\{)?\(?(" + group + r")\)?(?![A-Za-z])",
-        r"选(?![项择])\s*:?\s*\(?(" + group + r")\)?(?![A-Za-z])",  # 选B / 选 (B)
-        r"\n\s*\(?(" + group + r")\)?[.)]?\s*$",  # a lone letter (set) as the last line
-        r"\(([" + letters + r"])\)",
-        r"(?:^|\n)\s*([" + letters + r"])[.)]\s",
-        r"(?<![A-Za-z\\])([" + letters + r"])(?![A-Za-z])",
+        (r"(?i:answer|option|choice)\s*(?i:is|:)?\s*(?:\\text\{)?\(?(" + group + r")\)?(?![A-Za-z])",
+         r"选(?![项择])\s*:?\s*\(?(" + group + r")\)?(?![A-Za-z])",  # 选B / 选 (B)
+         r"\n\s*\(?(" + group + r")\)?[.)]?\s*$",  # a lone letter (set) as the last line
+         r"\(([" + letters + r"])\)",
+         r"(?:^|\n)\s*([" + letters + r"])[.)]\s"),
+        (r"(?<![A-Za-z\\])([" + letters + r"])(?![A-Za-z])",),
     )
 
 
 def from_choice(text: str, policy: ExtractionPolicy) -> str | None:
     if not policy.choices:
         return None
-    for pattern in choice_patterns(policy):
-        found = list(re.finditer(pattern, text))
+    for tier in choice_patterns(policy):
+        found = [match for pattern in tier for match in re.finditer(pattern, text)]
         if found:
-            last = found[-1]
-            if HEDGE.match(text[last.end():]) or re.search(r"(?i:\bor|或)\s*\(?$", text[:last.start()]):
+            last = max(found, key=lambda match: match.end(1))
+            if HEDGE.match(text[last.end():]) or re.search(r"(?i:\bor|或)\s*\(?$", text[:last.start(1)]):
                 return NO_COMMITMENT  # "(D) or (E)": two letters offered, none committed to
             return letters_key(last.group(1))
     return None
