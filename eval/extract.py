@@ -63,7 +63,7 @@ SENTENCE_END = re.compile(
 )
 WORD = re.compile(r"(?<![\\a-zA-Z])[A-Za-z]{2,}|[" + CJK + "]+")
 MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$((?:\\\$|[^$])+?)(?<!\\)\$", re.S)
-NUMBER = re.compile(r"(?<![\w^_{.])-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+NUMBER = re.compile(r"(?<![A-Za-z0-9_^{.])-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 SPAN_CONNECTOR = re.compile(r"\s*(?:,|;|,?\s*(?:and|or)|\\quad|\\text\{\s*(?:and|or)\s*\})?\s*", re.I)
 CONNECTIVE = re.compile(r"^\s*(?:therefore|thus|then|hence|so|simply|just|clearly|indeed)\b[\s,:]*", re.I)
 CHOICE_LEAD = re.compile(r"^[\s,:;(]*(?:(?:answer\s+)?(?:option|choice)\b\s*(?:is\b)?[\s:\-]*|选项\s*)?", re.I)
@@ -76,7 +76,9 @@ CALCULATOR_NOTE = re.compile(r"<<[^<>\n]{0,200}>>")
 #: Full-width ASCII forms (``（C）``, ``：``, ``，``, ``Ｃ``) and the ideographic space -> ASCII.
 FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 #: A Chinese unit or counter after a number: ``12 元``, ``68下``, ``\frac{1}{2}米``.
-CJK_UNIT = re.compile(r"^(.*[\d}$%])\s*[" + CJK + r"]{1,4}$", re.S)
+CJK_UNIT = re.compile(
+    r"^(.*[\d}$%])\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*[" + CJK + r"]{1,4}\s*\}|[" + CJK + r"]{1,4})$", re.S
+)
 #: The value right after an "=" (thousands grouped by commas or spaces kept together).
 EQUATION_RESULT = re.compile(
     r"=\s*\$?\s*(-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*[-+*/×÷^(\d]|\.\d)"
@@ -335,6 +337,10 @@ def from_statement(text: str, policy: ExtractionPolicy) -> str | None:
     if not policy.statement_fallback:
         return None
     sentence = last_sentence(text)
+    spans = [span_text(m) for m in MATH_SPAN.finditer(sentence) if span_text(m)]
+    stated = [span for span in spans if not LONE_SYMBOL.fullmatch(span)]
+    if stated:
+        return stated[-1]  # "$m = 2$ after solving for $m$": not the lone symbol
     return last_candidate(sentence) if sentence else None
 
 
@@ -406,6 +412,8 @@ def chain_value(answer: str, policy: ExtractionPolicy) -> str:
     if not policy.final_value or "=" not in answer or re.search(r"[<>]|\\[lg]eq?(?![a-z])|\\ne(?![a-z])", answer):
         return answer
     sides = [side.strip() for side in answer.split("=")]
+    if sides[0] == "" and len(sides) > 2:
+        sides = sides[1:]  # "= 2017 + 1 = 2018": a chain continued from the prose
     if len(sides) < 2 or not all(sides):
         return answer
     arithmetic = not any(re.search(r"[A-Za-z]", re.sub(r"\\[a-zA-Z]+", "", side)) for side in sides[:-1])
