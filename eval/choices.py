@@ -26,8 +26,9 @@ from eval.policies import ExtractionPolicy, gold_letters
 
 #: One entry of ``Problem.choices``: ``(A) text``, ``A)21``, ``A. text``, ``A: text``.
 OPTION_ENTRY = re.compile(r"\s*\(?([A-Z])\s*[).:、]\s*(.*)", re.S)
-#: An option marker inside a question: ``(A)`` or ``A.`` / ``A、`` / ``A:`` (not ``P A=``).
-OPTION_MARKER = re.compile(r"\(([A-E])\)|(?<![A-Za-z\\{_^])([A-E])\s*[.、:．：]")
+#: An option marker inside a question: ``(A)`` or ``A.`` / ``A、`` / ``A:`` (not ``P A=``), or a
+#: bare ``A`` before math (``C \log ...``: a typo in gaokao2024_mix idx 8).
+OPTION_MARKER = re.compile(r"\(([A-E])\)|(?<![A-Za-z\\{_^])([A-E])\s*[.、:．：]|(?<![A-Za-z\\{_^])([A-E])\s(?=\s*[\\$\d(-])")
 MIN_OPTIONS = 3
 
 Options = Mapping[str, str] | Sequence[str] | str | None
@@ -50,17 +51,21 @@ def options_map(choices: Options) -> dict[str, str]:
 
 
 def options_in_text(question: str) -> dict[str, str]:
-    """The options a question lists: the last run of markers A, B, C(, D, E) in order."""
-    markers = [(m.group(1) or m.group(2), m.start(), m.end()) for m in OPTION_MARKER.finditer(question)]
-    for first in reversed([i for i, marker in enumerate(markers) if marker[0] == "A"]):
+    """The options a question lists: the longest run of markers A, B, C(, D, E) in order (the
+    last of equally long runs; "(D) (A), (B), and (C)" is an option's text, not a run)."""
+    markers = [(next(g for g in m.groups() if g), m.start(), m.end()) for m in OPTION_MARKER.finditer(question)]
+    best: list[tuple[str, int, int]] = []
+    for first in [i for i, marker in enumerate(markers) if marker[0] == "A"]:
         run = [markers[first]]
         for marker in markers[first + 1:]:
             if marker[0] == chr(ord(run[-1][0]) + 1):
                 run.append(marker)
-        if len(run) >= MIN_OPTIONS:
-            ends = [marker[1] for marker in run[1:]] + [len(question)]
-            return {letter: question[end:stop].strip() for (letter, _, end), stop in zip(run, ends)}
-    return {}
+        if len(run) >= max(MIN_OPTIONS, len(best)):
+            best = run
+    if not best:
+        return {}
+    ends = [marker[1] for marker in best[1:]] + [len(question)]
+    return {letter: question[end:stop].strip() for (letter, _, end), stop in zip(best, ends)}
 
 
 def judge_answer(answer: str | None, gold: Any, *, dataset: str | ExtractionPolicy | None = None,
