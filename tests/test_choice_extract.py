@@ -267,3 +267,24 @@ def test_grade_batch_takes_choices_items():
     items = [("\\boxed{15}", "B", "aqua", OPTIONS["num"]), ("\\boxed{18}", "B", "aqua", OPTIONS["num"]),
              ("\\boxed{B}", "B", "aqua"), ("\\boxed{5}", "5")]
     assert [g.status for g in grade_batch(items, timeout=5.0)] == [C, W, C, C]
+
+
+def test_runs_grade_committed_answers_by_options():
+    from qwen_math.runs.grading import grade_committed_answer
+
+    assert grade_committed_answer(("15", "B", "aqua", OPTIONS["num"]), 5.0).status == C
+    assert grade_committed_answer(("18", "B", "aqua", OPTIONS["num"]), 5.0).status == W
+    assert grade_committed_answer(("\\text{(B)}", "B", "aqua", ()), 5.0).status == C
+    assert grade_committed_answer(("72", "72", "gsm8k"), 5.0).status == C
+
+
+# --- the import direction: eval.extract -> eval.datasets -> eval.policies, never back
+
+
+def test_datasets_do_not_import_the_extractor():
+    import subprocess
+    import sys
+
+    code = "import sys, eval.datasets; print('eval.extract' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
