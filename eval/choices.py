@@ -65,7 +65,7 @@ def options_in_text(question: str) -> dict[str, str]:
     if not best:
         return {}
     ends = [marker[1] for marker in best[1:]] + [len(question)]
-    return {letter: question[end:stop].strip() for (letter, _, end), stop in zip(best, ends)}
+    return {letter: question[end:stop].strip() for (letter, _, end), stop in zip(best, ends, strict=True)}
 
 
 def judge_answer(answer: str | None, gold: Any, *, dataset: str | ExtractionPolicy | None = None,

@@ -28,7 +28,10 @@ from urllib.parse import urlparse
 
 from eval.errors import DataError, DataUnavailable
 from eval.normalize import boxed_spans
-from eval.policies import POLICIES, ExtractionPolicy  # a leaf: eval.extract imports this module, never the reverse
+from eval.policies import (  # a leaf: eval.extract imports this module, never the reverse
+    POLICIES,
+    ExtractionPolicy,
+)
 
 log = logging.getLogger(__name__)
 

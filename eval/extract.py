@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from eval.datasets import extraction_policy
 from eval.normalize import boxed_spans, canonical_text, strip_delimiters
