@@ -80,7 +80,9 @@ CJK_UNIT = re.compile(
 )
 #: The value right after an "=" (thousands grouped by commas or spaces kept together).
 EQUATION_RESULT = re.compile(
-    r"=\s*\$?\s*(-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*[-+*/×÷^(\d]|\.\d)"
+    r"=\s*\$?\s*(\d{1,2}:\d{2}(?:\s*[ap]\.?m\.?)?(?![\d:])"  # a clock time: hh:mm=3:30 p.m.
+    r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^(\d:]|/\s*\d)|[.,]\d)",
+    re.I,
 )
 LONE_SYMBOL = re.compile(r"\s*\\?[A-Za-z](?:\s*_\s*\{?\s*\w+\s*\}?)?\s*")
 #: A rule's "the response hedges": extraction stops with ``None`` instead of asking the next rule.
@@ -404,10 +406,13 @@ def drop_cjk_unit(answer: str, policy: ExtractionPolicy) -> str:
 
 
 def chain_value(answer: str, policy: ExtractionPolicy) -> str:
-    """Where the policy asks for it, an equation chain commits to its last side: an
+    """Where the policy asks for it, a list of computations commits to its last step, and an
+    equation chain to its last side: an
     arithmetic one always (``7+2=9`` -> ``9``), a symbolic one in worked solutions unless it
     only names a value (``( - b ) ^ 2 - 9 a ^ 2 = b ^ 2 - 9 a ^ 2`` -> its right side;
     ``x = 5`` stays)."""
+    if policy.final_value and ";" in answer and all("=" in step for step in answer.split(";")):
+        answer = answer.split(";")[-1].strip()  # "27/4=6 r3; 3/1=3": the last step
     if not policy.final_value or "=" not in answer or re.search(r"[<>]|\\[lg]eq?(?![a-z])|\\ne(?![a-z])", answer):
         return answer
     sides = [side.strip() for side in answer.split("=")]

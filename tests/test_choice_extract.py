@@ -152,6 +152,13 @@ CASES = [
     ("Solving, we get $m = 2$ after solving for $m$.", "carp_en", "2", None, "m = 2", C),
     ("the original expression $= 2017 + 1 = 2018$.", "carp_en", "2018", None, "2018", C),
     ("Therefore, the largest integer value of $x$ is $6$.", "carp_en", "6", None, "6", C),
+    # real reference solutions (dataset idx N): the last step of a list of computations
+    ("27/4=6 r3; 3/1=3", "asdiv", "3", None, "3", C),  # asdiv: a remainder, then the step
+    ("(2 (hour)*60 (min/hour) + 45 (min))/60 (min/hour)=5 r45; hh:mm=5:45", "asdiv", "5:45", None,
+     "5:45", C),
+    ("Jessica's annual payment: $1500/month * 12 months/year = $<<1500*12=18000>>18,000/year\n", "gsm8k",
+     "18000", None, "18,000", C),  # gsm8k idx 173: not the 18 of "18,000/year"
+    ("He can skip 4 class because 10 - 4 = <<10-4=6>>6\n", "gsm8k", "4", None, "6", W),  # gsm8k idx 635
 
     # ===== near-miss negatives: never a false positive =====
     # --- a wrong letter
