@@ -248,12 +248,12 @@ def answer_in_sentence(sentence: str, *, leading_span: bool = True) -> str | Non
     return last_candidate(sentence)
 
 
-def last_candidate(text: str) -> str | None:
-    """The rightmost math span or (outside LaTeX) number of ``text``."""
+def last_candidate(text: str, keep: Callable[[str], bool] = bool) -> str | None:
+    """The rightmost math span or (outside LaTeX) number of ``text`` that ``keep`` accepts."""
     spans = [(m.end(), next(g for g in m.groups() if g is not None).strip())
              for m in MATH_SPAN.finditer(text)]
     numbers = [(m.end(), m.group(0).rstrip(",")) for m in NUMBER.finditer(blank_latex(text))]
-    candidates = sorted([c for c in spans + numbers if c[1]], key=lambda c: c[0])
+    candidates = sorted([c for c in spans + numbers if c[1] and keep(c[1])], key=lambda c: c[0])
     return candidates[-1][1] if candidates else None
 
 
@@ -334,15 +334,17 @@ def last_sentence(text: str) -> str:
 
 def from_statement(text: str, policy: ExtractionPolicy) -> str | None:
     """A worked solution's last statement: "Therefore, the result is $x = 2$." -> its last
-    math span (or number), only where the policy asks for it."""
+    math span or number that states something (not a lone ``$m$`` or ``$\\therefore$``),
+    only where the policy asks for it."""
     if not policy.statement_fallback:
         return None
     sentence = last_sentence(text)
-    spans = [span_text(m) for m in MATH_SPAN.finditer(sentence) if span_text(m)]
-    stated = [span for span in spans if not LONE_SYMBOL.fullmatch(span)]
-    if stated:
-        return stated[-1]  # "$m = 2$ after solving for $m$": not the lone symbol
-    return last_candidate(sentence) if sentence else None
+    return last_candidate(sentence, keep=states_value) if sentence else None
+
+
+def states_value(candidate: str) -> bool:
+    """Not a lone symbol (``m``) nor only LaTeX commands (``\\therefore``)."""
+    return not LONE_SYMBOL.fullmatch(candidate) and bool(re.sub(r"\\[a-zA-Z]+|\s", "", candidate))
 
 
 def span_text(match: re.Match[str]) -> str:
@@ -416,8 +418,10 @@ def chain_value(answer: str, policy: ExtractionPolicy) -> str:
     if not policy.final_value or "=" not in answer or re.search(r"[<>]|\\[lg]eq?(?![a-z])|\\ne(?![a-z])", answer):
         return answer
     sides = [side.strip() for side in answer.split("=")]
-    if sides[0] == "" and len(sides) > 2:
+    if sides[0] == "" and len(sides) >= 2:
         sides = sides[1:]  # "= 2017 + 1 = 2018": a chain continued from the prose
+    if len(sides) == 1 and sides[0]:
+        return sides[0]
     if len(sides) < 2 or not all(sides):
         return answer
     arithmetic = not any(re.search(r"[A-Za-z]", re.sub(r"\\[a-zA-Z]+", "", side)) for side in sides[:-1])

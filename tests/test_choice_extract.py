@@ -152,6 +152,10 @@ CASES = [
     ("Solving, we get $m = 2$ after solving for $m$.", "carp_en", "2", None, "m = 2", C),
     ("the original expression $= 2017 + 1 = 2018$.", "carp_en", "2018", None, "2018", C),
     ("Therefore, the largest integer value of $x$ is $6$.", "carp_en", "6", None, "6", C),
+    ("because there is no xy term in the expanded expression, so 3 - a = 0, a = 3.", "carp_en", "3", None,
+     "3", C),  # carp_en: the number stated last, not an earlier span
+    ("when $a < 0$ , the original expression $= \\frac { 1 } { a - 1 }$.", "carp_en", "\\frac{1}{a-1}", None,
+     "\\frac { 1 } { a - 1 }", C),
     # real reference solutions (dataset idx N): the last step of a list of computations
     ("27/4=6 r3; 3/1=3", "asdiv", "3", None, "3", C),  # asdiv: a remainder, then the step
     ("(2 (hour)*60 (min/hour) + 45 (min))/60 (min/hour)=5 r45; hh:mm=5:45", "asdiv", "5:45", None,
