@@ -27,7 +27,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from eval.errors import DataError, DataUnavailable
-from eval.extract import POLICIES, ExtractionPolicy, boxed_spans
+from eval.normalize import boxed_spans
+from eval.policies import (  # a leaf: eval.extract imports this module, never the reverse
+    POLICIES,
+    ExtractionPolicy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +141,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 metadata_fields=("type",)),
     DatasetSpec("aqua", ("question",), "correct", "as_is", "choice", "multiple_choice",
                 choices_field="options", hub=("deepmind/aqua_rat", "raw")),
-    DatasetSpec("carp_en", ("content",), "answer"),
+    DatasetSpec("carp_en", ("content",), "answer", policy="statement"),
     DatasetSpec("college_math", ("question",), "answer",  # question_number is not unique
                 metadata_fields=("data_topic", "question_number")),
     DatasetSpec("gaokao2023en", ("question",), "answer"),

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from eval.equivalence import judge
-from eval.extract import extract_answer
+from eval.choices import Options, judge_answer
+from eval.extract import extract_answer, resolve_policy
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +60,32 @@ class Grade:
         return self.status == "correct"
 
 
-Item = tuple  # (response, gold) or (response, gold, dataset)
+Item = tuple  # (response, gold), (response, gold, dataset) or (response, gold, dataset, choices)
 
 
 def grade_response(response: str | None, gold: str | None, *, dataset: str | None = None,
-                   timeout: float = 5.0) -> Grade:
-    """Extract the final answer of ``response`` and compare it with ``gold``."""
-    answer = extract_answer(response, dataset=dataset)
+                   timeout: float = 5.0, choices: Options = None) -> Grade:
+    """Extract the final answer of ``response`` and compare it with ``gold``.
+
+    ``choices`` (a multiple-choice row's options: ``"(A) text"`` entries, or a letter -> text
+    mapping) lets an answer that gives an option's text instead of its letter be graded.
+    """
+    policy = resolve_policy(dataset).for_gold(gold)
+    answer = extract_answer(response, dataset=policy)
     if answer is None:
         return Grade("no_answer", None)
-    return Grade(judge(answer, gold, timeout=timeout), answer)
+    return Grade(judge_answer(answer, gold, dataset=policy, choices=choices, timeout=timeout), answer)
 
 
 def grade_item(item: Sequence[Any], timeout: float) -> Grade:
-    """Grade one ``(response, gold[, dataset])`` tuple (the workers' default job)."""
-    if not 2 <= len(item) <= 3:
-        raise ValueError(f"a grading item is (response, gold) or (response, gold, dataset), got {len(item)} fields")
+    """Grade one ``(response, gold[, dataset[, choices]])`` tuple (the workers' default job)."""
+    if not 2 <= len(item) <= 4:
+        raise ValueError("a grading item is (response, gold), (response, gold, dataset) or "
+                         f"(response, gold, dataset, choices), got {len(item)} fields")
     response, gold = item[0], item[1]
-    dataset = item[2] if len(item) == 3 else None
-    return grade_response(response, gold, dataset=dataset, timeout=timeout)
+    dataset = item[2] if len(item) >= 3 else None
+    choices = item[3] if len(item) == 4 else None
+    return grade_response(response, gold, dataset=dataset, timeout=timeout, choices=choices)
 
 
 # --- worker side ---------------------------------------------------------------------------
@@ -311,7 +318,8 @@ def default_pool(workers: int | None = None) -> GraderPool:
 
 def grade_batch(items: Iterable[Sequence[Any]], *, workers: int | None = None,
                 timeout: float = 5.0) -> list[Grade]:
-    """Grade ``(response, gold[, dataset])`` items in worker processes with a hard deadline."""
+    """Grade ``(response, gold[, dataset[, choices]])`` items in worker processes with a hard
+    deadline."""
     items = list(items)
     if not items:
         return []

@@ -36,6 +36,25 @@ def matching_brace(text: str, start: int) -> int:
     return -1
 
 
+BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])\s*")
+
+
+def boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every complete ``\\boxed``/``\\fbox`` command, in order."""
+    spans = []
+    for match in BOX_COMMAND.finditer(text):
+        pos = match.end()
+        if pos < len(text) and text[pos] == "{":
+            close = matching_brace(text, pos)
+            if close > 0:
+                spans.append((match.start(), close + 1, text[pos + 1:close]))
+        elif match.group(0).endswith((" ", "\t")) and pos < len(text):
+            token = re.match(r"[^\s$]+", text[pos:])
+            if token:
+                spans.append((match.start(), pos + token.end(), token.group(0)))
+    return spans
+
+
 def unwrap_command(text: str, commands: tuple[str, ...]) -> str:
     """Replace ``\\cmd{X}`` by ``X`` for each command name (keeps nested braces)."""
     pattern = re.compile(r"\\(?:" + "|".join(commands) + r")\s*\{")

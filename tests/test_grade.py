@@ -86,7 +86,7 @@ def test_batch_of_hostile_items_completes():
         ("", "1"),
         ("\x00\x00", "1"),
         ("\\boxed{3}", "3", "gsm8k"),
-        ("only", "two", "fields", "too many"),  # malformed item: a verdict, not a crash
+        ("only", "two", "fields", (), "too many"),  # malformed item: a verdict, not a crash
     ]
     grades = grade_batch(items, timeout=2.0)
     assert [g.status for g in grades] == ["correct", "invalid", "no_answer", "no_answer", "correct", "invalid"]

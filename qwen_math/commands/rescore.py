@@ -53,6 +53,7 @@ class Sample:
     file_pred: str | None
     file_score: bool | None
     metadata: Mapping[str, Any]
+    choices: Any = ()  # a multiple-choice row's options, when the row carries them
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -118,9 +119,21 @@ def official_samples(row: Mapping[str, Any], where: str, file: str, dataset: str
     return [
         Sample(file, dataset, row.get("idx", where), i, response if isinstance(response, str) else None,
                None, gold, str(preds[i]) if i < len(preds) and preds[i] is not None else None,
-               scores[i] if i < len(scores) and isinstance(scores[i], bool) else None, metadata)
+               scores[i] if i < len(scores) and isinstance(scores[i], bool) else None, metadata,
+               row_options(row))
         for i, response in enumerate(code)
     ]
+
+
+def row_options(row: Mapping[str, Any]) -> Any:
+    """The options an official row carries (``options``/``choices``, else its question's)."""
+    from eval.choices import options_in_text, options_map
+
+    for key in ("options", "choices"):
+        if row.get(key):
+            return options_map(row[key])
+    question = row.get("question")
+    return options_in_text(question) if isinstance(question, str) else {}
 
 
 def record_sample(row: Mapping[str, Any], where: str, file: str) -> Sample:
@@ -185,7 +198,7 @@ def with_gold(samples: list[Sample]) -> list[Sample]:
 def grade_samples(samples: Sequence[Sample], *, workers: int | None, timeout: float) -> list[Any]:
     from eval.grade import GraderPool
 
-    items = [(s.response, s.gold, s.dataset) if s.answer is None else (s.answer, s.gold, "fixed")
+    items = [(s.response, s.gold, s.dataset, s.choices) if s.answer is None else (s.answer, s.gold, "fixed")
              for s in samples]
     with GraderPool(workers, timeout=timeout, grade_fn=grade_rescore_item) as pool:
         return pool.grade_batch(items)

@@ -37,20 +37,22 @@ class SampleGrader:
         self.timeout_s = timeout_s
         self._pool: Any = None
 
-    def grade(self, *, response: str, answer: str | None, gold: Any, dataset: str, mode: str) -> Verdict:
-        """The verdict on one sample's committed ``answer``; never raises."""
+    def grade(self, *, response: str, answer: str | None, gold: Any, dataset: str, mode: str,
+              choices: tuple[str, ...] = ()) -> Verdict:
+        """The verdict on one sample's committed ``answer`` (``choices``: a multiple-choice
+        row's options, to grade an answer that gives an option's text); never raises."""
         if answer is None:
             return Verdict(False, "no_answer", None)
         try:
-            (grade,) = self.grade_items([(answer, str(gold), dataset)])
+            (grade,) = self.grade_items([(answer, str(gold), dataset, tuple(choices))])
         except Exception as exc:  # noqa: BLE001 - recorded on the sample, the run goes on
             log.warning("grader failed on a %s sample (%s: %s); recorded as grade_status=error",
                         dataset, type(exc).__name__, exc)
             return Verdict(None, "error", answer)
         return Verdict(bool(grade), grade.status, answer)
 
-    def grade_items(self, items: list[tuple[str, str, str]]) -> list[Any]:
-        """``eval``'s grades of ``(answer, gold, dataset)`` items, on the run's pool."""
+    def grade_items(self, items: list[tuple[Any, ...]]) -> list[Any]:
+        """``eval``'s grades of ``(answer, gold, dataset[, choices])`` items, on the run's pool."""
         return self.start().grade_batch(items, timeout=self.timeout_s)
 
     def start(self) -> Any:
@@ -74,8 +76,10 @@ def grade_committed_answer(item: tuple[Any, ...], timeout: float) -> Any:
     ``eval.grade.grade_item`` extracts from a response first; a run's answer is extracted by
     the strategy (or computed by the PoT program), so only the comparison is left to do.
     """
-    from eval.equivalence import judge
+    from eval.choices import judge_answer
     from eval.grade import Grade
 
     answer, gold = item[0], item[1]
-    return Grade(judge(answer, gold, timeout=timeout), answer)
+    dataset = item[2] if len(item) > 2 else None
+    choices = item[3] if len(item) > 3 else None
+    return Grade(judge_answer(answer, gold, dataset=dataset, choices=choices, timeout=timeout), answer)

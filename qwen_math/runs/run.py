@@ -560,7 +560,7 @@ def build_record(config: EvalConfig, dataset: str, problem: Any, result: Any, gr
     """The graded record of one finished sample."""
     turns = tuple(result.turns)
     verdict = grader.grade(response=result.response, answer=result.answer, gold=problem.gold, dataset=dataset,
-                           mode=config.mode)
+                           mode=config.mode, choices=getattr(problem, "choices", ()))
     return SampleRecord(
         dataset=dataset,
         idx=problem.idx,
