@@ -7,6 +7,14 @@ local JSONL file, from a folder holding ``{name}.jsonl`` or ``{name}/{split}.jso
 the hub through ``datasets`` (imported lazily, only then). ``limit`` takes the first N in file
 order.
 
+Questions are built per dataset exactly as the official Qwen2.5-Math harness builds them
+(``QUESTION_BUILDERS``: options appended as ``Answer Choices: (A) ...`` or ``选项: (A) ...``,
+SVAMP's full stop, the ``(Yes or No)`` / ``(True or False)`` suffix), so the rendered prompts
+equal the official ones byte for byte. Every multiple-choice row gets ``Problem.choices`` as
+``("(A) text", ...)`` (from its options field, or read from the question when the options are
+inline) and the option letter(s) as gold; a multiple-choice row whose options cannot be read
+is a ``DataError``.
+
 What it deliberately does not do: build prompts, download anything when a local file is
 given, or guess a gold answer it cannot parse (a row without one is a ``DataError`` naming
 file:line).

@@ -9,6 +9,7 @@ suite datasets are "not run" (one warning, exit 0), which the test checks too.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from qwen_math.cli import main
+from qwen_math.errors import ResumeRefused
 from qwen_math.runs.manifest import Fingerprint, check_resumable
 
 EXEMPLARS = "few_shot/qwen25_math_official_exemplars.json"
@@ -120,7 +122,7 @@ def test_an_old_run_without_the_suite_fields_still_resumes(tmp_path):
     new = Fingerprint({"mode": "cot", "sampling.n": 1, "suite": None, "few_shot.num_shots": 0,
                        "few_shot.adapt": False, "few_shot.sha256": None})
     check_resumable(old, new, run_dir=tmp_path, extending=False)  # no exception
-    with pytest.raises(Exception, match="few_shot.num_shots: 0 -> 5"):
+    with pytest.raises(ResumeRefused, match=re.escape("few_shot.num_shots: 0 -> 5")):
         check_resumable(old, Fingerprint({**new.fields, "few_shot.num_shots": 5}), run_dir=tmp_path, extending=False)
 
 

@@ -5,7 +5,9 @@ dataset checksums, the prompt/template hash and a *fingerprint*: a flat mapping 
 setting that changes results (``sampling.temperature``, ``datasets.gsm8k.checksum``, ...)
 and its SHA-256. A resumed run recomputes the fingerprint and refuses (``ResumeRefused``,
 exit 5) when any field differs, naming each one with its old and new value. ``--extend-n``
-is the one sanctioned change: it compares everything but ``sampling.n``.
+is the one sanctioned change: it compares everything but ``sampling.n``. Fields added later
+(``FIELD_DEFAULTS``: suite, few-shot settings) take their default when an old run lacks them,
+so every existing run directory still resumes.
 
 Every time-dependent value sits under a key containing ``time``, ``duration`` or ``latency``
 (``created_time``, ``resumed_time``), so ``strip_time_dependent`` compares two manifests.

@@ -6,6 +6,9 @@ strings, for the run's mode and prompt style. The model's own chat template is p
 model checksum (``tokenizer_config.json`` / ``*.jinja`` are hashed with the weights), so the
 two together cover the exact text every sample starts from.
 
+``dataset_prompts`` renders every problem's full prompt the way ``eval`` does, few-shot
+exemplars included (``qwen-math prompts``).
+
 What it deliberately does not do: load a tokenizer or a model (it runs before the backend
 starts, so a refused resume costs nothing).
 """
