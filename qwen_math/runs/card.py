@@ -48,6 +48,7 @@ class CardRow:
     diff: float | None
     diff_ci: tuple[float, float] | None
     note: str = ""
+    rm: float | None = None  # rm@k (percent) once the run has reward scores (``rm@k`` in metrics)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def build_card(report: Any, published_rows: Sequence[Mapping[str, Any]], model: 
 def dataset_row(block: str, dataset: Any, published_key: str | None, published_rows: Sequence[Mapping[str, Any]],
                 model: str | None, mode: str, setting: str, compared: dict[str, float]) -> CardRow:
     acc, maj, pas, k = measured(dataset.metrics)
+    rm = at_largest_k(dataset.metrics, "rm@k")
     published = published_value(published_rows, model, mode, setting, published_key) if published_key else None
     values = per_problem_values(dataset.problems, setting)
     ours = acc if setting == "greedy" else (maj if k == 8 else None)
@@ -195,7 +197,16 @@ def dataset_row(block: str, dataset: Any, published_key: str | None, published_r
         compared[published_key] = ours
     diff, ci = (difference_interval(values, published) if published is not None and values and ours is not None
                 else (None, None))
-    return CardRow(block, dataset.name, "dataset", len(dataset.problems), acc, maj, pas, k, published, diff, ci)
+    return CardRow(block, dataset.name, "dataset", len(dataset.problems), acc, maj, pas, k, published, diff, ci,
+                   rm=rm)
+
+
+def at_largest_k(metrics: Mapping[str, Any], name: str) -> float | None:
+    """A ``{k: value}`` metric at its largest k, in percent (None when the run has none)."""
+    from qwen_math.runs.report import at_max_k
+
+    point = at_max_k(metrics, name)
+    return 100.0 * point[1] if point else None
 
 
 def pool_rows(pool: Any, by_name: Mapping[str, Any], published_rows: Sequence[Mapping[str, Any]],
@@ -240,24 +251,30 @@ def average_row(block: str, key: str, columns: Sequence[str], compared: Mapping[
 
 # --- output -----------------------------------------------------------------------------------
 
+def has_rm(card: Card) -> bool:
+    return any(row.rm is not None for row in card.rows)
+
+
 def card_header(card: Card) -> list[str]:
     ours = "greedy" if card.setting == "greedy" else "acc"
     published = f"published {card.setting}" + (f" ({card.model}, {card.mode})" if card.model else "")
-    return ["dataset", "problems", ours, "maj@k", "pass@k", published, "diff [95% CI]", "note"]
+    rm = ["rm@k"] if has_rm(card) else []
+    return ["dataset", "problems", ours, "maj@k", "pass@k", *rm, published, "diff [95% CI]", "note"]
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def card_cells(row: CardRow) -> list[str]:
+def card_cells(row: CardRow, *, rm: bool = False) -> list[str]:
     diff = "-" if row.diff is None else f"{row.diff:+.1f}"
     if row.diff_ci is not None:
         diff += f" [{row.diff_ci[0]:+.1f}, {row.diff_ci[1]:+.1f}]"
     maj = "-" if row.maj is None else f"{row.maj:.1f} (k={row.k})"
     pas = "-" if row.pass_ is None else f"{row.pass_:.1f} (k={row.k})"
+    rm_cell = [_pct(row.rm)] if rm else []
     return [row.name, "-" if row.problems is None else str(row.problems), _pct(row.acc), maj, pas,
-            _pct(row.published), diff, row.note]
+            *rm_cell, _pct(row.published), diff, row.note]
 
 
 def format_card(card: Card) -> str:
@@ -265,7 +282,7 @@ def format_card(card: Card) -> str:
     from qwen_math.suites import BLOCK_TITLES
 
     header = card_header(card)
-    table = [card_cells(row) for row in card.rows]
+    table = [card_cells(row, rm=has_rm(card)) for row in card.rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *table, strict=True)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     lines = [line(header)]
@@ -285,9 +302,10 @@ def card_html(card: Card) -> str:
     parts = ["<h2>Model card</h2>", '<table id="card">',
              "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in card_header(card)) + "</tr>"]
     for block, title in BLOCK_TITLES.items():
-        parts.append(f'<tr><th colspan="8">{html.escape(title)}</th></tr>')
+        parts.append(f'<tr><th colspan="{len(card_header(card))}">{html.escape(title)}</th></tr>')
         for row in (r for r in card.rows if r.block == block):
-            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in card_cells(row)) + "</tr>")
+            cells = card_cells(row, rm=has_rm(card))
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
     return "\n".join(parts)
 
