@@ -123,3 +123,19 @@ def test_malformed_exemplar_file_names_file_and_line(tmp_path, text, where):
     path.write_text(text)
     with pytest.raises(UsageError, match=f"{path}{where}".replace("(", r"\(")):
         load_exemplars(path)
+
+
+# --- question construction for a dataset with no local file here (tabmwp) ---------------------
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({"table_title": "Prices", "table": "a | 1\nb | 2", "question": "What is a?", "choices": None, "answer": "1"},
+     'Read the following table regarding "Prices" and answer a question:\na | 1\nb | 2\nWhat is a?'),
+    ({"table_title": None, "table": "x | 3", "question": "Which is larger?", "choices": ["x", "y"], "answer": "x"},
+     "Read the following table and answer a question:\nx | 3\nWhich is larger? Please select from the following options: ['x', 'y']"),
+])
+def test_tabmwp_question_as_the_official_harness_builds_it(tmp_path, row, expected):
+    from eval.datasets import load_benchmark
+
+    (tmp_path / "tabmwp.jsonl").write_text(json.dumps(row) + "\n")
+    problem = load_benchmark("tabmwp", data_dir=tmp_path)[0]
+    assert problem.question == expected and problem.gold == row["answer"]

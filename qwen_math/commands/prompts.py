@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_suites:
         print(list_suites(args.mode))
         return 0
-    datasets, _ = flags.datasets_from_args(args)
     setting = flags.few_shot_from_args(args)
+    datasets, _ = flags.datasets_from_args(args)
     out = sys.stdout
     for dataset, problem, prompt in dataset_prompts(
             datasets, suite=args.suite, mode=args.mode, setting=setting, data_dir=args.data_dir,
