@@ -7,6 +7,14 @@ local JSONL file, from a folder holding ``{name}.jsonl`` or ``{name}/{split}.jso
 the hub through ``datasets`` (imported lazily, only then). ``limit`` takes the first N in file
 order.
 
+Questions are built per dataset exactly as the official Qwen2.5-Math harness builds them
+(``QUESTION_BUILDERS``: options appended as ``Answer Choices: (A) ...`` or ``选项: (A) ...``,
+SVAMP's full stop, the ``(Yes or No)`` / ``(True or False)`` suffix), so the rendered prompts
+equal the official ones byte for byte. Every multiple-choice row gets ``Problem.choices`` as
+``("(A) text", ...)`` (from its options field, or read from the question when the options are
+inline) and the option letter(s) as gold; a multiple-choice row whose options cannot be read
+is a ``DataError``.
+
 What it deliberately does not do: build prompts, download anything when a local file is
 given, or guess a gold answer it cannot parse (a row without one is a ``DataError`` naming
 file:line).
@@ -93,13 +101,144 @@ def gold_without_unit_note(value: Any) -> str | None:
     return text or None
 
 
+def gold_index_letter(value: Any) -> str | None:
+    """MMLU: the 0-based index of the right choice, as its letter (``2`` -> ``C``)."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        return None
+    index = int(str(value).strip())
+    return CHOICE_LETTERS[index] if index < len(CHOICE_LETTERS) else None
+
+
+def gold_letters(value: Any) -> str | None:
+    """GaoKao Math QA: option letters with the spaces between them dropped (``A B D`` -> ``ABD``)."""
+    return gold_as_is(re.sub(r"\s+", "", str(value))) if value is not None else None
+
+
 GOLD_PARSERS: dict[str, Callable[[Any], str | None]] = {
     "as_is": gold_as_is,
+    "letters": gold_letters,
+    "index_letter": gold_index_letter,
     "after_hashes": gold_after_hashes,
     "last_boxed": gold_last_boxed,
     "list": gold_first_of_list,
     "without_unit_note": gold_without_unit_note,
 }
+
+CHOICE_LETTERS = "ABCDEFGHIJ"
+
+
+# --- questions and options, per dataset as the official Qwen2.5-Math harness builds them --------
+#
+# A builder gets the row (fields already checked present) and returns the question text before
+# the official yes/no suffix and the final strip; a choice parser returns the options as
+# ``("(A) text", "(B) text", ...)`` (empty when the row has none).
+
+
+def question_from_fields(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """One field as it is, or several fields each stripped and joined by a space (ASDiv)."""
+    if len(spec.question_fields) == 1:
+        return str(row[spec.question_fields[0]])
+    return " ".join(str(row[name]).strip() for name in spec.question_fields)
+
+
+def question_svamp(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """SVAMP: the body ends with a full stop before the question is appended."""
+    body = str(row["Body"]).strip()
+    return f"{body if body.endswith('.') else body + '.'} {str(row['Question']).strip()}"
+
+
+def question_with_choices(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """English multiple choice: ``question\nAnswer Choices: (A) ... (B) ...``."""
+    return f"{str(row[spec.question_fields[0]]).strip()}\nAnswer Choices: {options_line(spec, row)}"
+
+
+def question_with_zh_choices(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """GaoKao Math QA: ``question\n选项: (A) ... (B) ...``."""
+    return f"{str(row[spec.question_fields[0]]).strip()}\n选项: {options_line(spec, row)}"
+
+
+def question_tabmwp(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """TabMWP: the table (with its title when it has one), the question, then its choices."""
+    title = f'regarding "{row["table_title"]}" ' if row.get("table_title") else ""
+    question = f'Read the following table {title}and answer a question:\n{row["table"]}\n{row["question"]}'
+    if row.get("choices"):
+        question += f' Please select from the following options: {row["choices"]}'
+    return question
+
+
+QUESTION_BUILDERS: dict[str, Callable[[DatasetSpec, Mapping[str, Any]], str]] = {
+    "fields": question_from_fields,
+    "svamp": question_svamp,
+    "choices": question_with_choices,
+    "zh_choices": question_with_zh_choices,
+    "tabmwp": question_tabmwp,
+}
+
+
+def options_line(spec: DatasetSpec, row: Mapping[str, Any]) -> str:
+    """The options as the question shows them (each dataset's own spacing quirks kept)."""
+    value = row.get(spec.choices_field or "")
+    if spec.choices_style == "letter_prefixed":  # AQuA ["A)21", ...]: every "(" and ")" spaced
+        return ("(" + "(".join(str(v) for v in value)).replace("(", " (").replace(")", ") ").strip()
+    if spec.choices_style == "lettered_string":  # SAT "A) x B) y": " B) " -> " (B) "
+        text = "(" + str(value).strip()
+        for letter in "BCD":
+            text = text.replace(f" {letter}) ", f" ({letter}) ")
+        return text
+    return " ".join(choices_of(spec, row, ""))
+
+
+def choices_from_list(value: Any) -> tuple[str, ...]:
+    """MMLU ``["x", "y", ...]`` -> ``("(A) x", "(B) y", ...)``."""
+    items = parse_choices(value)
+    return tuple(f"({CHOICE_LETTERS[i]}) {item.strip()}" for i, item in enumerate(items[:len(CHOICE_LETTERS)]))
+
+
+def choices_from_mapping(value: Any) -> tuple[str, ...]:
+    """GaoKao Math QA ``{"A": "x", ...}`` -> ``("(A) x", ...)`` in the file's order."""
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(f"({key}) {text}" for key, text in value.items())
+
+
+#: an option marker inside text: ``(A) ``, ``A) ``, ``A.``, ``A．``, ``A、`` (or a bare ``A``
+#: before a formula) after a space, a line start or an opening bracket.
+OPTION_MARKER = r"(?:^|(?<=[\s(（]))\(?{letter}(?:\s*[.．、)）:：]|\s+(?=[\\$]))"
+
+
+def choices_in_text(text: str) -> tuple[str, ...]:
+    """Options written inline (``... A. x B. y C. z D. w``): the last run of A, B, C, ... in order."""
+    starts = [m for m in re.finditer(OPTION_MARKER.format(letter="A"), text, re.M)]
+    for start in reversed(starts):
+        spans = [start]
+        for letter in CHOICE_LETTERS[1:]:
+            found = re.compile(OPTION_MARKER.format(letter=letter), re.M).search(text, spans[-1].end())
+            if found is None:
+                break
+            spans.append(found)
+        if len(spans) >= 2:
+            ends = [m.start() for m in spans[1:]] + [len(text)]
+            return tuple(f"({CHOICE_LETTERS[i]}) {text[m.end():end].strip()}"
+                         for i, (m, end) in enumerate(zip(spans, ends, strict=True)))
+    return ()
+
+
+def choices_of(spec: DatasetSpec, row: Mapping[str, Any], question: str) -> tuple[str, ...]:
+    """The row's options as ``(X) text`` entries, by the spec's choices style."""
+    style = spec.choices_style
+    if style == "inline":
+        return choices_in_text(question)
+    value = row.get(spec.choices_field or "")
+    if style == "mapping":
+        return choices_from_mapping(value)
+    if style == "list":
+        return choices_from_list(value)
+    if style == "letter_prefixed":
+        return tuple(f"({m[1]}) {m[2].strip()}" for m in
+                     (re.match(r"\s*\(?([A-J])\)\s*(.*)", str(v), re.S) for v in parse_choices(value)) if m)
+    if style == "lettered_string":
+        return choices_in_text(options_line(spec, row))
+    return ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +254,10 @@ class DatasetSpec:
     choices_field: str | None = None
     hub: tuple[str, str | None] | None = None  # (path, config)
     hub_fields: Mapping[str, str] = field(default_factory=dict)  # hub name -> our name
+    question_builder: str = "fields"  # QUESTION_BUILDERS
+    choices_style: str | None = None  # list | mapping | letter_prefixed | lettered_string | inline
+    gold_fallback_field: str | None = None  # used when the gold field is empty (choice_answer -> answer)
+    mixed_choice: bool = False  # some rows are multiple choice (letter gold), the others open
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
@@ -134,17 +277,42 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 metadata_fields=("subfield", "answer_type", "unit", "is_multiple_answer"),
                 id_field="id", hub=("Hothan/OlympiadBench", "OE_TO_maths_en_COMP")),
     DatasetSpec("svamp", ("Body", "Question"), "Answer", "as_is", "number", "word_problem",
-                metadata_fields=("Type",), id_field="ID", hub=("ChilleD/SVAMP", None)),
+                metadata_fields=("Type",), id_field="ID", hub=("ChilleD/SVAMP", None),
+                question_builder="svamp"),
     DatasetSpec("asdiv", ("body", "question"), "answer", "without_unit_note", "number",
                 "word_problem", metadata_fields=("solution_type",)),
     DatasetSpec("mawps", ("input",), "target", "as_is", "number", "word_problem",
                 metadata_fields=("type",)),
     DatasetSpec("aqua", ("question",), "correct", "as_is", "choice", "multiple_choice",
-                choices_field="options", hub=("deepmind/aqua_rat", "raw")),
+                choices_field="options", hub=("deepmind/aqua_rat", "raw"),
+                question_builder="choices", choices_style="letter_prefixed"),
     DatasetSpec("carp_en", ("content",), "answer", policy="statement"),
     DatasetSpec("college_math", ("question",), "answer",  # question_number is not unique
                 metadata_fields=("data_topic", "question_number")),
     DatasetSpec("gaokao2023en", ("question",), "answer"),
+    # English multiple choice (run 5-shot by the official harness)
+    DatasetSpec("mmlu_stem", ("question",), "answer", "index_letter", "choice", "multiple_choice",
+                metadata_fields=("type",), choices_field="choices", question_builder="choices",
+                choices_style="list"),
+    DatasetSpec("sat_math", ("question",), "Answer", "as_is", "choice", "multiple_choice",
+                id_field="id", choices_field="options", question_builder="choices",
+                choices_style="lettered_string"),
+    DatasetSpec("tabmwp", ("question", "table"), "answer", metadata_fields=("ans_type", "unit"),
+                question_builder="tabmwp"),
+    # Chinese (the official Qwen2.5-Math evaluation files)
+    DatasetSpec("cmath", ("question",), "answer", "as_is", "number", "zh_open",
+                metadata_fields=("grade", "reasoning_step")),
+    DatasetSpec("cn_middle_school", ("question",), "choice_answer", policy="zh_mixed",
+                id_field="idx", choices_style="inline", gold_fallback_field="answer", mixed_choice=True),
+    DatasetSpec("gaokao2024_I", ("question",), "answer", policy="zh_choice",  # + fill-in rows
+                metadata_fields=("type",), choices_style="inline", mixed_choice=True),
+    DatasetSpec("gaokao2024_II", ("question",), "answer", policy="zh_choice",  # + fill-in rows
+                metadata_fields=("type",), choices_style="inline", mixed_choice=True),
+    DatasetSpec("gaokao2024_mix", ("question",), "choice_answer", policy="zh_mixed",
+                id_field="idx", choices_style="inline", gold_fallback_field="answer", mixed_choice=True),
+    DatasetSpec("gaokao_math_cloze", ("question",), "answer", policy="zh_open"),
+    DatasetSpec("gaokao_math_qa", ("question",), "label", "letters", "choice", "zh_choice",
+                choices_field="options", question_builder="zh_choices", choices_style="mapping"),
 )}
 
 ALIASES = {"math-500": "math500", "math_500": "math500", "aime": "aime24", "amc": "amc23",
@@ -162,10 +330,13 @@ def extraction_policy(dataset: str | None) -> ExtractionPolicy:
 
 
 def find_spec(name: str) -> DatasetSpec | None:
+    if name in DATASETS:  # the official names keep their case (gaokao2024_I)
+        return DATASETS[name]
     key = name.lower()
     key = ALIASES.get(key, key)
-    if key in DATASETS:
-        return DATASETS[key]
+    by_lower = {spec_name.lower(): spec for spec_name, spec in DATASETS.items()}
+    if key in by_lower:
+        return by_lower[key]
     for spec in DATASETS.values():
         if spec.hub and spec.hub[0].lower() == key:
             return spec
@@ -201,19 +372,60 @@ def problem_from_row(spec: DatasetSpec, row: Mapping[str, Any], idx: int, where:
     if isinstance(row[spec.gold_field], Mapping | bool):
         raise DataError(f"{where}: field {spec.gold_field!r} must be text or a number, "
                         f"got {type(row[spec.gold_field]).__name__}")
-    question = " ".join(str(row[name]).strip() for name in spec.question_fields).strip()
-    if not question:
-        raise DataError(f"{where}: field {', '.join(map(repr, spec.question_fields))} is empty")
-    gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_field])
+    if spec.choices_field and spec.question_builder != "fields" and not row.get(spec.choices_field):
+        raise DataError(f"{where}: field {spec.choices_field!r} (the options of a multiple-choice "
+                        f"question) is missing or empty")
+    gold = row_gold(spec, row)
     if gold is None:  # present but empty/unparsable: kept, and graded as never correct
         log.warning("%s: no gold answer in field %r", where, spec.gold_field)
-    choices = parse_choices(row.get(spec.choices_field)) if spec.choices_field else ()
-    if choices:
-        question = question + "\nAnswer Choices: " + " ".join(f"({c})" if not c.startswith("(") else c for c in choices)
+    question = official_question(spec, row, gold)
+    if not question:
+        raise DataError(f"{where}: field {', '.join(map(repr, spec.question_fields))} is empty")
+    choice_row = spec.answer_type == "choice" or (spec.mixed_choice and is_choice_gold(gold))
+    choices = choices_of(spec, row, question) if choice_row else ()
+    if choice_row and len(choices) < 2:
+        raise DataError(f"{where}: a multiple-choice row (gold {gold!r}) whose options cannot be read "
+                        f"(expected {'field ' + repr(spec.choices_field) if spec.choices_field else 'A. ... B. ... in the question'})")
+    answer_type = "choice" if choice_row else ("expression" if spec.mixed_choice else spec.answer_type)
     own_id = row.get(spec.id_field) if spec.id_field else None
     problem_id = str(own_id) if spec.id_field == "unique_id" and own_id else f"{spec.name}/{own_id if own_id not in (None, '') else idx}"
     metadata = {name: row[name] for name in spec.metadata_fields if name in row}
-    return Problem(spec.name, idx, problem_id, question, gold, spec.answer_type, choices, metadata)
+    return Problem(spec.name, idx, problem_id, question, gold, answer_type, choices, metadata)
+
+
+def row_gold(spec: DatasetSpec, row: Mapping[str, Any]) -> str | None:
+    """The row's gold by the spec's parser; the fallback field when the gold field is empty."""
+    gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_field])
+    if gold is None and spec.gold_fallback_field and row.get(spec.gold_fallback_field) is not None:
+        gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_fallback_field])
+    return gold
+
+
+def is_choice_letter(gold: str | None) -> bool:
+    """Whether a gold answer is one option letter (what the official adapt-few-shot rule tests)."""
+    return gold in ("A", "B", "C", "D", "E")
+
+
+def is_choice_gold(gold: str | None) -> bool:
+    """Whether a gold answer names options: one letter, or several (``BC``, GaoKao multi-select)."""
+    return bool(gold) and re.fullmatch(r"[A-E]{1,5}", gold) is not None
+
+
+def yes_no_key(gold: str | None) -> str:
+    """The gold as the official yes/no test sees it: no ``$``, no trailing full stop, lower case."""
+    text = re.sub(r"\\text\{(.*?)\}", r"\1", (gold or "").replace("$", "")).strip().rstrip(".")
+    return text.strip().lower()
+
+
+def official_question(spec: DatasetSpec, row: Mapping[str, Any], gold: str | None) -> str:
+    """The question text as the official harness builds it, yes/no suffix included."""
+    question = QUESTION_BUILDERS[spec.question_builder](spec, row)
+    answer = yes_no_key(gold)
+    if answer in ("true", "false"):
+        question += " (True or False)"
+    if answer in ("yes", "no"):
+        question += " (Yes or No)"
+    return question.strip()
 
 
 def parse_choices(value: Any) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ log = logging.getLogger("qwen_math")
 SUBCOMMANDS: dict[str, str] = {
     "solve": "qwen_math.commands.solve",
     "eval": "qwen_math.commands.evaluate",
+    "prompts": "qwen_math.commands.prompts",
     "rescore": "qwen_math.commands.rescore",
     "report": "qwen_math.commands.report",
     "compare": "qwen_math.commands.compare",

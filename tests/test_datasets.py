@@ -51,7 +51,7 @@ def test_metadata_ids_choices_and_limit(shared_data):
     assert math500[0].metadata == {"level": 2, "subject": "Precalculus"}
     assert load_benchmark("gsm8k", data_dir=bench, limit=2)[1].problem_id == "gsm8k/1"
     aqua = load_benchmark("aqua", data_dir=bench, limit=1)[0]
-    assert aqua.choices[0].startswith("A)") and "Answer Choices" in aqua.question
+    assert aqua.choices[0].startswith("(A) ") and "Answer Choices" in aqua.question
     svamp = load_benchmark("svamp", data_dir=bench, limit=1)[0]
     assert svamp.question.startswith("There are 87 oranges")  # Body + Question
 

@@ -23,8 +23,9 @@ HELP = "Evaluate on benchmarks (resumable runs, maj@k / pass@k metrics)."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--datasets", "--data_names", dest="datasets", required=True,
+    parser.add_argument("--datasets", "--data_names", dest="datasets", default=None,
                         help="comma-separated benchmark names or JSONL paths")
+    flags.add_suite_flags(parser)
     parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
                         help="folder with {name}.jsonl or {name}/test.jsonl")
     parser.add_argument("--split", default="test", help="dataset split (default test)")
@@ -33,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     flags.add_sampling_flags(parser)
     flags.add_tir_flags(parser, default_protocol=None)
     flags.add_model_flags(parser)
+    flags.add_few_shot_flags(parser)
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", default=None,
                         help="the run directory (created or resumed)")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory")
@@ -53,7 +55,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from qwen_math.runs.report import format_table, load_run_report
     from qwen_math.runs.run import evaluate
+    from qwen_math.suites import list_suites
 
+    if args.list_suites:
+        print(list_suites(args.mode))
+        return 0
     config = config_from_args(args)
     result = evaluate(config)  # Ctrl-C/SIGTERM: PartialRun, exit 3 (the CLI frame's stop_on_signals)
     print(format_table(load_run_report(result.run_dir)))
@@ -64,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
 def config_from_args(args: argparse.Namespace):  # -> EvalConfig
     from qwen_math.runs.run import EvalConfig
 
-    datasets = tuple(name.strip() for name in args.datasets.split(",") if name.strip())
-    if not datasets:
-        raise UsageError("--datasets is empty; name at least one benchmark (e.g. gsm8k)")
+    few_shot = flags.few_shot_from_args(args)
+    datasets, not_run = flags.datasets_from_args(args)
     if args.n < 1:
         raise UsageError(f"-n must be >= 1, got {args.n}")
     sampling = flags.sampling_from_args(args)
@@ -80,12 +85,13 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         grader_timeout_s=args.grader_timeout, progress=args.progress,
         progress_interval_s=args.progress_interval, command=tuple(_argv()), shard=args.shard,
         tir_protocol=args.tir_protocol, tool_timeout_s=args.tool_timeout, extract_from=args.extract_from,
+        suite=args.suite, not_run=not_run, few_shot=few_shot, few_shot_file=args.few_shot_file,
     )
 
 
 def default_run_dir(args: argparse.Namespace, datasets: tuple[str, ...]) -> Path:
     model = Path(args.model.rstrip("/")).name or "model"
-    names = "+".join(Path(d).stem for d in datasets)
+    names = args.suite or "+".join(Path(d).stem for d in datasets)
     shard = f"-shard{args.shard.replace('/', 'of')}" if args.shard else ""
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", f"{model}-{names}-{args.mode}-n{args.n}-seed{args.seed}{shard}")
     return Path("runs") / slug

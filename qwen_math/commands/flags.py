@@ -149,3 +149,54 @@ def sampling_from_args(args: argparse.Namespace, *, stop: tuple[str, ...] = ()) 
         n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         max_tokens=args.max_tokens, seed=args.seed, stop=stop,
     )
+
+
+def add_few_shot_flags(parser: argparse.ArgumentParser) -> None:
+    """``--num-shots``, ``--few-shot-file``, ``--adapt-few-shot`` (the official prompt's exemplars)."""
+    group = parser.add_argument_group("few-shot (official qwen25-math-cot exemplars, --mode cot)")
+    group.add_argument("--num-shots", "--num_shots", dest="num_shots", type=int, default=0,
+                       help="exemplars before each question, from the dataset's family (default 0)")
+    group.add_argument("--adapt-few-shot", "--adapt_few_shot", dest="adapt_few_shot",
+                       action="store_true",
+                       help="official rule: 5 gaokao exemplars for the GaoKao family, and none "
+                            "for a row whose gold is not a choice letter")
+    group.add_argument("--few-shot-file", dest="few_shot_file", default=None,
+                       help="exemplar JSON {family: [{question, answer}]} (default: "
+                            "$QWEN_MATH_FEW_SHOT_FILE, else qwen25_math_official_exemplars.json "
+                            "in the data dir or ../few_shot/ next to it)")
+
+
+def add_suite_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default=None,
+                        help="run a benchmark suite (e.g. qwen25-math) instead of --datasets")
+    parser.add_argument("--list-suites", dest="list_suites", action="store_true",
+                        help="print what each suite runs and exit")
+
+
+def few_shot_from_args(args: argparse.Namespace):  # -> qwen_math.fewshot.FewShot
+    from qwen_math.errors import UsageError
+    from qwen_math.fewshot import FewShot
+
+    if args.num_shots < 0:
+        raise UsageError(f"--num-shots must be >= 0, got {args.num_shots}")
+    if args.suite and (args.num_shots or args.adapt_few_shot):
+        raise UsageError("--num-shots / --adapt-few-shot cannot be combined with --suite "
+                         "(the suite sets them per dataset; see --list-suites)")
+    return FewShot(args.num_shots, args.adapt_few_shot)
+
+
+def datasets_from_args(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(datasets to run, suite datasets not run for lack of a file) from --suite / --datasets."""
+    from qwen_math.errors import UsageError
+
+    if args.suite:
+        from qwen_math.suites import get_suite, suite_datasets
+
+        get_suite(args.suite)
+        if args.datasets:
+            raise UsageError("--suite and --datasets exclude each other")
+        return suite_datasets(args.suite, split=args.split, data_dir=args.data_dir)
+    datasets = tuple(name.strip() for name in (args.datasets or "").split(",") if name.strip())
+    if not datasets:
+        raise UsageError("name the benchmarks: --datasets gsm8k,math500 or --suite qwen25-math")
+    return datasets, ()

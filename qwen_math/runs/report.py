@@ -296,17 +296,24 @@ summary{cursor:pointer}pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;
 """
 
 
-def write_html_report(report: RunReport) -> Path:
-    """Write the PNG plots and ``report.html`` under ``RUN/report/``; returns the HTML path."""
+def write_html_report(report: RunReport, *, card: Any = None) -> Path:
+    """Write the PNG plots and ``report.html`` under ``RUN/report/``; returns the HTML path.
+
+    ``card`` (``qwen_math.runs.card.Card``): the model-card table and one plot per block.
+    """
     out = output_folder(RunLayout(report.run_dir).report_dir, what="report folder")
     plots: list[tuple[str, str, bytes]] = [("curves", "maj@k and pass@k against k", plot_curves(report))]
+    if card is not None:
+        from qwen_math.runs.card import card_plots
+
+        plots = card_plots(card) + plots
     for d in report.datasets:
         groups = breakdowns(d.metrics)
         if groups:
             plots.append((f"breakdown_{d.name}", f"{d.name}: accuracy by {' and '.join(groups)}",
                           plot_breakdown(d, groups)))
     plots.append(("agreement", "answer agreement per problem", plot_agreement(report)))
-    page = render_html(report, plots)
+    page = render_html(report, plots, card=card)
     path = out / "report.html"
     try:
         for name, _, png in plots:
@@ -319,7 +326,9 @@ def write_html_report(report: RunReport) -> Path:
     return path
 
 
-def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]]) -> str:
+def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]], *, card: Any = None) -> str:
+    from qwen_math.runs.card import card_html
+
     header, rows = table_rows(report)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
@@ -334,6 +343,7 @@ def render_html(report: RunReport, plots: Sequence[tuple[str, str, bytes]]) -> s
         "<p>acc: mean over problems of each problem's sample accuracy; maj@k: majority vote of k "
         "samples, averaged over subsets; pass@k: unbiased estimator; [95 % interval: Wilson over "
         "problems for acc, bootstrap over problems (never narrower) for maj@k and pass@k].</p>",
+        card_html(card) if card is not None else "",
         "<h2>Plots</h2>",
     ]
     for name, title, png in plots:

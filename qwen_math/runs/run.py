@@ -87,6 +87,10 @@ class EvalConfig:
     tir_protocol: str | None = None  # None: a resumed run's own (notebook before protocols), else the default
     tool_timeout_s: float | None = None  # None: the TIR protocol's cell timeout
     extract_from: str = "full"
+    suite: str | None = None  # a suite (qwen_math.suites): per-dataset few-shot settings, card report
+    not_run: tuple[str, ...] = ()  # suite datasets skipped for lack of a data file
+    few_shot: Any = None  # qwen_math.fewshot.FewShot for every dataset (None: zero-shot)
+    few_shot_file: str | None = None  # the exemplar file (None: the lookup of qwen_math.fewshot)
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -137,6 +141,9 @@ class LoadedDataset:
     name: str
     problems: tuple[Any, ...]  # eval.datasets.Problem
     excluded_no_gold: tuple[int, ...]
+    user_texts: Mapping[str, str] = field(default_factory=dict)  # problem id -> few-shot user turn
+    few_shot: Any = None  # qwen_math.fewshot.FewShot this dataset ran with
+    few_shot_sha256: str | None = None  # of the exemplars its prompts carry
 
 
 def load_datasets(config: EvalConfig) -> list[LoadedDataset]:
@@ -160,7 +167,23 @@ def load_datasets(config: EvalConfig) -> list[LoadedDataset]:
     names = [d.name for d in loaded]
     if len(set(names)) != len(names):
         raise UsageError(f"--datasets names a benchmark twice: {', '.join(names)}")
-    return loaded
+    return with_few_shot_prompts(config, loaded)
+
+
+def with_few_shot_prompts(config: EvalConfig, loaded: Sequence[LoadedDataset]) -> list[LoadedDataset]:
+    """Each dataset with the few-shot user turns its problems get (suite or flags)."""
+    from qwen_math.fewshot import FewShot
+    from qwen_math.runs.prompts import check_few_shot_style
+    from qwen_math.suites import few_shot_plan, load_plan_exemplars, prepare_prompts
+
+    plan = few_shot_plan([d.name for d in loaded], suite=config.suite, mode=config.mode,
+                         setting=config.few_shot or FewShot())
+    check_few_shot_style(plan, config.prompt_style or "instruct")
+    exemplars, source = load_plan_exemplars(plan, config.few_shot_file, config.data_dir)
+    prepared = [prepare_prompts(d.name, d.problems, plan[d.name], exemplars, source=source or "")
+                for d in loaded]
+    return [replace(d, user_texts=p.user_texts, few_shot=plan[d.name], few_shot_sha256=p.digest)
+            for d, p in zip(loaded, prepared, strict=True)]
 
 
 def check_unique_ids(name: str, problems: Sequence[Any]) -> None:
@@ -210,6 +233,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
     for dataset in datasets:
         fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
     fields.update(flatten("tir", tir_settings(config)))
+    fields.update(few_shot_fingerprint_fields(config, datasets))
     return shard_fingerprint_fields(fields, config.shard)
 
 
@@ -254,6 +278,17 @@ def resolve_tir_protocol(config: EvalConfig) -> EvalConfig:
         recorded = Fingerprint.from_json(previous.get("fingerprint", {})).fields
         protocol = recorded.get("tir.protocol", LEGACY_PROTOCOL if recorded.get("mode") == "tir" else DEFAULT_PROTOCOL)
     return replace(config, tir_protocol=protocol if protocol in PROTOCOLS else DEFAULT_PROTOCOL)
+
+
+def few_shot_fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[str, Any]:
+    """Suite and few-shot settings; ``few_shot.sha256`` covers every exemplar every prompt carries."""
+    digests = {d.name: d.few_shot_sha256 for d in datasets if d.few_shot_sha256}
+    return {
+        "suite": config.suite,
+        "few_shot.num_shots": config.few_shot.num_shots if config.few_shot else 0,
+        "few_shot.adapt": bool(config.few_shot and config.few_shot.adapt),
+        "few_shot.sha256": json_checksum(digests) if digests else None,
+    }
 
 
 def model_checksum(config: EvalConfig) -> str:
@@ -332,6 +367,11 @@ def config_json(config: EvalConfig, datasets: Sequence[LoadedDataset]) -> dict[s
         "grader_timeout": config.grader_timeout_s,
         "shard": config.shard,
         **({"tir": tir_settings(config)} if config.mode == "tir" else {}),
+        "suite": config.suite,
+        "not_run": list(config.not_run),
+        "few_shot_file": config.few_shot_file,
+        "few_shot": {d.name: {"num_shots": d.few_shot.num_shots, "adapt": d.few_shot.adapt}
+                     for d in datasets if d.few_shot is not None and d.few_shot.active},
     }
 
 
@@ -547,7 +587,8 @@ def generate_missing(config: EvalConfig, dataset: LoadedDataset, backend: Any, s
                      skip: set[tuple[str, int]]) -> Iterator[Any]:
     from qwen_math.solve import ProblemInput, generate_samples
 
-    inputs = [ProblemInput(p.problem_id, p.question, dataset=dataset.name) for p in dataset.problems]
+    inputs = [ProblemInput(p.problem_id, p.question, dataset=dataset.name,
+                           prompt_text=dataset.user_texts.get(p.problem_id)) for p in dataset.problems]
     yield from generate_samples(
         inputs, mode=config.mode, sampling=config.sampling, backend=backend,
         sandbox_pool=sandbox_pool, skip=frozenset(skip),

@@ -53,6 +53,7 @@ class Problem:
     problem_id: str
     question: str
     dataset: str | None = None
+    prompt_text: str | None = None  # the user turn when it is not the bare question (few-shot)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ class _Runner:
             todo = [s for s in sample_indices if (problem.problem_id, s) not in skip]
             if not todo:
                 continue
-            prompt, prompt_tokens = render_prompt(self.strategy, problem.question,
+            prompt, prompt_tokens = render_prompt(self.strategy, problem.prompt_text or problem.question,
                                                   style=self.prompt_style, backend=self.backend)
             for sample in todo:
                 trajectory = Trajectory(
