@@ -33,7 +33,7 @@ from typing import Any
 from qwen_math.backends.base import BackendOptions
 from qwen_math.config import SamplingConfig, at_least, positive_seconds
 from qwen_math.errors import PartialRun, UsageError
-from qwen_math.record import SampleRecord
+from qwen_math.record import RESUMABLE_SCHEMA_VERSION, SampleRecord
 from qwen_math.runs.jsonl import AppendOnlyJsonl, write_json_atomic
 from qwen_math.runs.manifest import (
     Fingerprint,
@@ -190,7 +190,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
         "model.device": config.backend_options.device,
         "split": config.split,
         "limit": config.limit,
-        "record_schema_version": SampleRecord.__dataclass_fields__["version"].default,
+        "record_schema_version": RESUMABLE_SCHEMA_VERSION,
     }
     for dataset in datasets:
         fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
