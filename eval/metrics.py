@@ -216,12 +216,8 @@ def mean(values: Any) -> float:
 def problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[ProblemSamples]:
     """Group sample-record dicts (``dataset, idx, sample, answer, correct, metadata``) by
     problem, samples in order; a ``correct`` of ``None`` (ungraded) counts as wrong."""
-    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault((str(row["dataset"]), int(row["idx"])), []).append(row)
     problems = []
-    for (dataset, idx), samples in sorted(grouped.items()):
-        samples = sorted(samples, key=lambda r: int(r.get("sample", 0)))
+    for (dataset, idx), samples in records_by_problem(rows):
         problems.append(ProblemSamples(
             str(samples[0].get("question_id") or f"{dataset}/{idx}"),
             tuple(r.get("answer") for r in samples),
@@ -231,9 +227,22 @@ def problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[ProblemSamp
     return problems
 
 
-def summarize_samples(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
-    """``summarize`` of sample-record dicts (the rows of a run's ``samples.jsonl``)."""
-    return summarize(problems_from_records(rows), seed=seed)
+def records_by_problem(rows: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[str, int], list[Mapping[str, Any]]]]:
+    """Sample-record dicts grouped by ``(dataset, idx)``, problems sorted, samples in order."""
+    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((str(row["dataset"]), int(row["idx"])), []).append(row)
+    return [(key, sorted(samples, key=lambda r: int(r.get("sample", 0))))
+            for key, samples in sorted(grouped.items())]
+
+
+def summarize_samples(rows: Sequence[Mapping[str, Any]], *, seed: int = 0, weighting: str = "raw") -> dict[str, Any]:
+    """``summarize`` of sample-record dicts (the rows of a run's ``samples.jsonl``), plus
+    ``rm@k`` / ``wmaj@k`` (``summarize_rewards``) when the records carry a ``reward``."""
+    summary = summarize(problems_from_records(rows), seed=seed)
+    if any(row.get("reward") is not None for row in rows):
+        summary.update(summarize_rewards(rewarded_problems_from_records(rows), seed=seed, weighting=weighting))
+    return summary
 
 
 # --- reward models: rm@k, weighted maj@k, PRM step aggregation ------------------------------
@@ -412,3 +421,11 @@ def summarize_rewards(problems: Sequence[RewardedProblem], *, seed: int = 0, wei
                                            weighting=weighting, seed=seed)
                          for g, p in zip(groups, scored, strict=True)) for k in ks}
     return {"rm@k": rm, "wmaj@k": wmaj, "reward_problems": len(scored), "weighting": weighting}
+
+
+def rewarded_problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[RewardedProblem]:
+    """``problems_from_records`` with each sample's ``reward`` (``None`` where absent)."""
+    problems = problems_from_records(rows)
+    rewards = [tuple(None if r.get("reward") is None else float(r["reward"]) for r in samples)
+               for _key, samples in records_by_problem(rows)]
+    return [RewardedProblem(p, r) for p, r in zip(problems, rewards, strict=True)]
