@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "solve": "qwen_math.commands.solve",
     "eval": "qwen_math.commands.evaluate",
     "rescore": "qwen_math.commands.rescore",
+    "score": "qwen_math.commands.score",
     "report": "qwen_math.commands.report",
     "compare": "qwen_math.commands.compare",
     "serve": "qwen_math.commands.serve",

@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     flags.add_mode_flag(parser)
     flags.add_sampling_flags(parser)
     flags.add_model_flags(parser)
+    from qwen_math.commands.score import add_reward_flags
+
+    add_reward_flags(parser.add_argument_group("reward model (score samples as they finish)"), required=False)
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", default=None,
                         help="the run directory (created or resumed)")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory")
@@ -81,7 +84,14 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         overwrite=args.overwrite, extend_n=args.extend_n, grader_workers=args.grader_workers,
         grader_timeout_s=args.grader_timeout, progress=args.progress,
         progress_interval_s=args.progress_interval, command=tuple(_argv()), shard=args.shard,
+        reward=reward_options(args, device=options.device) if args.reward_model else None,
     )
+
+
+def reward_options(args: argparse.Namespace, *, device: str | None):  # -> RewardOptions
+    from qwen_math.commands.score import reward_options as options_of
+
+    return options_of(args, device=device)
 
 
 def default_run_dir(args: argparse.Namespace, datasets: tuple[str, ...]) -> Path:

@@ -77,6 +77,7 @@ class EvalConfig:
     progress_interval_s: float = 10.0
     command: tuple[str, ...] = ()
     shard: str | None = None  # "i/N": run only that slice of each dataset (qwen_math.shard)
+    reward: Any = None  # qwen_math.scoring.runs.RewardOptions: score each problem as it finishes
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -338,11 +339,16 @@ def run_locked(config: EvalConfig, datasets: Sequence[LoadedDataset], fingerprin
         )
         if sandbox_pool is not None:
             manifest["sandbox"] = sandbox_layers(sandbox_pool)
+        scorer = reward_scorer(config, layout, manifest, previous)
         write_json_atomic(layout.manifest, manifest)
         results = []
-        for dataset in datasets:
-            results.append(run_dataset(config, layout, dataset, manifest, backend=backend,
-                                       sandbox_pool=sandbox_pool, grader=grader))
+        try:
+            for dataset in datasets:
+                results.append(run_dataset(config, layout, dataset, manifest, backend=backend,
+                                           sandbox_pool=sandbox_pool, grader=grader, scorer=scorer))
+        finally:
+            if scorer is not None:
+                scorer.close()
     from qwen_math.runs.views import write_run_metrics
 
     write_run_metrics(layout, [r.metrics for r in results], [r.dataset for r in results])
@@ -419,8 +425,25 @@ def make_grader(config: EvalConfig) -> Any:
     return grader
 
 
+def reward_scorer(config: EvalConfig, layout: RunLayout, manifest: dict, previous: dict | None) -> Any:
+    """With ``--reward-model``: the loaded scorer, recorded in the manifest (a run scored by
+    another reward model is refused)."""
+    if config.reward is None:
+        return None
+    from qwen_math.scoring.runs import check_same_scorer, load_scorer
+
+    scorer = load_scorer(config.reward)
+    try:
+        check_same_scorer(layout.root, (previous or {}).get("reward_model"), scorer.manifest)
+    except BaseException:
+        scorer.close()
+        raise
+    manifest["reward_model"] = scorer.manifest
+    return scorer
+
+
 def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, manifest: dict, *,
-                backend: Any, sandbox_pool: Any, grader: Any) -> DatasetResult:
+                backend: Any, sandbox_pool: Any, grader: Any, scorer: Any = None) -> DatasetResult:
     """Generate the missing samples of one dataset, appending each as it completes."""
     from qwen_math.runs.views import write_dataset_views
 
@@ -433,6 +456,7 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     if len(done) < len(wanted):
         log.info("%s: %d of %d samples already written; generating %d",
                  dataset.name, len(done), len(wanted), len(wanted) - len(done))
+    rewards = reward_writer(scorer, path, config.sampling.n, done)
     with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
                      enabled=config.progress, interval_s=config.progress_interval_s) as progress:
         for record in done.values():
@@ -445,6 +469,8 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                                                   sandbox_pool=sandbox_pool, grader=grader):
                     done[(record.idx, record.sample)] = record
                     progress.add(record)
+                    if rewards is not None:
+                        rewards.add(record)
             except KeyboardInterrupt:
                 raise PartialRun(
                     f"interrupted: {len(done)} of {len(wanted)} samples of {dataset.name} are "
@@ -456,6 +482,9 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     if missing:
         raise PartialRun(f"{dataset.name}: generation ended with {len(missing)} samples missing; "
                          "rerun the same command to resume")
+    if rewards is not None:
+        rewards.finish(done.values())
+        done = {key: r for key, r in load_samples(path).items() if key in wanted}
     # 3) the views
     records = [done[key] for key in sorted(done)]
     metrics = write_dataset_views(layout, dataset.name, records, dataset.problems,
@@ -463,6 +492,14 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                                   wall_duration_s=manifest["generation_duration_s"].get(dataset.name))
     return DatasetResult(dataset.name, len(dataset.problems), len(done) - resumed, resumed,
                          dataset.excluded_no_gold, metrics)
+
+
+def reward_writer(scorer: Any, path: Path, n: int, done: Mapping[tuple[int, int], SampleRecord]) -> Any:
+    if scorer is None:
+        return None
+    from qwen_math.scoring.store import ProblemScorer, rewards_path
+
+    return ProblemScorer(rewards_path(path), scorer.scorer, scorer.revision, n, done)
 
 
 def generate_and_append(config: EvalConfig, dataset: LoadedDataset, path: Path,

@@ -117,7 +117,7 @@ class HFRewardScorer:
         log.info("loading reward model %s (%s, %s) on %s", model_id, info.kind, dtype, device)
         torch_dtype = getattr(torch, dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = Qwen2Model.from_pretrained(str(path), dtype=torch_dtype).to(device).eval()
+        model = load_decoder(Qwen2Model, path, torch_dtype).to(device).eval()
         head = load_head(info, torch_dtype, device)
         return cls(info, model, head, tokenizer, device=device, token_budget=token_budget,
                    aggregation=aggregation)
@@ -247,6 +247,19 @@ class HFRewardScorer:
         with torch.inference_mode():
             hidden = self.model(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[0]
             return self.head_reward(hidden[self.read_positions(ids)])
+
+
+def load_decoder(model_class: Any, path: Path, torch_dtype: Any) -> Any:
+    """The decoder of a reward checkpoint; transformers' note that ``score.*`` is not part
+    of ``Qwen2Model`` is expected and silenced (the head is loaded by ``load_head``)."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return model_class.from_pretrained(str(path), dtype=torch_dtype)
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def separator_id(tokenizer: Any) -> int:
