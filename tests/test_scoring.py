@@ -3,6 +3,7 @@ transformers forward, ``qwen-math score`` (resumable, exactly once after SIGKILL
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -35,13 +36,18 @@ def reward_checkpoints(tmp_path_factory):
     return {kind: write_tiny_model(root / kind, kind=kind, seed=1) for kind in ("rm", "prm")}
 
 
-def plain_transformers_rewards(path, kind, question, response):
-    """Independent reference: Qwen2Model + the head's safetensors tensors, one plain forward."""
+@functools.cache
+def reference_model(path):
     from safetensors.torch import load_file
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
-    model = transformers.Qwen2Model.from_pretrained(str(path), dtype=torch.float32).eval()
-    weights = load_file(str(path / "model.safetensors"))
+    return (transformers.AutoTokenizer.from_pretrained(str(path)),
+            transformers.Qwen2Model.from_pretrained(str(path), dtype=torch.float32).eval(),
+            load_file(str(path / "model.safetensors")))
+
+
+def plain_transformers_rewards(path, kind, question, response):
+    """Independent reference: Qwen2Model + the head's safetensors tensors, one plain forward."""
+    tokenizer, model, weights = reference_model(path)
     steps = [s for s in response.split("\n\n") if s.strip()]
     content = response if kind == "rm" else "".join(s + "<extra_0>" for s in steps)
     text = tokenizer.apply_chat_template(

@@ -17,6 +17,7 @@ What it deliberately does not do: decode, use the generation engine's private KV
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: padded tokens per suffix batch (samples x longest response) before a batch is cut.
 DEFAULT_TOKEN_BUDGET = 16384
+#: padded tokens a suffix batch may spend beyond its real ones (rows are grouped by length).
+PADDING_WASTE = 0.05
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -177,10 +180,15 @@ class HFRewardScorer:
             prefix_hidden, cache, prefix_mask = self.prefill_prefixes(
                 [group[0][:p] for group, p in zip(groups, prefixes, strict=True)])
             rows = [g for g, group in enumerate(groups) for _ in group]
-            cache.reorder_cache(torch.tensor(rows, device=self.device))
             suffixes = [seq[p:] for group, p in zip(groups, prefixes, strict=True) for seq in group]
-            starts = [prefixes[g] for g in rows]
-            suffix_hidden = self.prefill_suffixes(suffixes, starts, cache, prefix_mask[rows])
+            suffix_hidden: dict[int, Any] = {}
+            for chunk in length_chunks([len(s) for s in suffixes]):
+                chunk_rows = [rows[i] for i in chunk]
+                chunk_cache = copy.deepcopy(cache)  # the prompts' KV only: small next to the responses'
+                chunk_cache.reorder_cache(torch.tensor(chunk_rows, device=self.device))
+                hidden = self.prefill_suffixes([suffixes[i] for i in chunk], [prefixes[g] for g in chunk_rows],
+                                               chunk_cache, prefix_mask[chunk_rows])
+                suffix_hidden.update(zip(chunk, hidden, strict=True))
             width = prefix_hidden.shape[1]
             result: list[list[Reward]] = []
             row = 0
@@ -190,7 +198,7 @@ class HFRewardScorer:
                     positions = self.read_positions(seq)
                     hidden = torch.stack([
                         prefix_hidden[g, width - prefixes[g] + pos] if pos < prefixes[g]
-                        else suffix_hidden[row, pos - prefixes[g]] for pos in positions])
+                        else suffix_hidden[row][pos - prefixes[g]] for pos in positions])
                     rewards.append(self.head_reward(hidden))
                     row += 1
                 result.append(rewards)
@@ -247,6 +255,23 @@ class HFRewardScorer:
         with torch.inference_mode():
             hidden = self.model(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[0]
             return self.head_reward(hidden[self.read_positions(ids)])
+
+
+def length_chunks(lengths: Sequence[int], *, waste: float = PADDING_WASTE) -> list[list[int]]:
+    """Row indices grouped into suffix batches of similar length: sorted by length, a batch
+    grows while its padded size stays within ``1 + waste`` of its real tokens."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) + 1) * lengths[index] > (1 + waste) * (real + lengths[index]):
+            chunks.append(current)
+            current, real = [], 0
+        current.append(index)
+        real += lengths[index]
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def load_decoder(model_class: Any, path: Path, torch_dtype: Any) -> Any:
