@@ -200,3 +200,39 @@ def test_weights_that_do_not_fit_are_refused_before_loading(reward_checkpoints, 
     monkeypatch.setattr(checkpoint, "available_bytes", lambda device: 1024)
     with pytest.raises(EnvironmentUnavailable, match="GiB are free"):
         HFRewardScorer.create("rm", reward_checkpoints["rm"], dtype="float32")
+
+
+def test_eval_with_reward_model_scores_as_it_goes(reward_checkpoints, tmp_path, capsys):
+    data = tmp_path / "toy.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(2)))
+    script = tmp_path / "script.jsonl"
+    script.write_text("".join(json.dumps([r]) + "\n" for r in RESPONSES))
+    run = tmp_path / "run"
+    assert main(["-q", "eval", "--datasets", str(data), "--backend", "scripted", "--script", str(script),
+                 "-n", "4", "--max-tokens", "16", "--no-progress", "--output-dir", str(run),
+                 "--reward-model", str(reward_checkpoints["prm"]), "--aggregation", "last"]) == 0
+    rows = rewards_of(run)
+    assert len(rows) == 8 and all(r["reward"] == pytest.approx(r["reward_steps"][-1]) for r in rows)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["reward_model"]["kind"] == "prm" and manifest["reward_model"]["aggregation"] == "last"
+    problems = [json.loads(line) for line in (run / "toy" / "problems.jsonl").read_text().splitlines()]
+    assert all(len(p["pred_score"]) == 4 for p in problems)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "rm@k" in out and "wmaj@k" in out
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_record_reader_accepts_versions_1_and_2(version):
+    from qwen_math.record import SampleRecord
+
+    data = {"dataset": "d", "idx": 0, "sample": 0, "question_id": "d/0", "question": "q",
+            "turns": [{"text": "t"}], "answer": "1", "gold": "1", "correct": True, "finish_reason": "stop",
+            "version": version}
+    if version == 2:
+        data.update(reward=0.5, reward_steps=[0.9, 0.5])
+    record = SampleRecord.from_json(data)
+    assert record.reward == (0.5 if version == 2 else None)
+    assert SampleRecord.from_json(record.to_json()) == record
