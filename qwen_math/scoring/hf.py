@@ -234,7 +234,7 @@ class HFRewardScorer:
         positions = torch.tensor(starts).unsqueeze(1) + torch.arange(width).unsqueeze(0)
         full_mask = torch.cat([prefix_mask, mask.to(self.device)], dim=1)
         out = self.model(input_ids=ids.to(self.device), attention_mask=full_mask,
-                         position_ids=positions.to(self.device), cache=cache, use_cache=True)
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
         return out.last_hidden_state
 
     def head_reward(self, hidden: Any) -> Reward:
