@@ -236,3 +236,43 @@ def test_record_reader_accepts_versions_1_and_2(version):
     record = SampleRecord.from_json(data)
     assert record.reward == (0.5 if version == 2 else None)
     assert SampleRecord.from_json(record.to_json()) == record
+
+
+# --- vLLM's /pooling endpoint (a fake server speaking its JSON) ------------------------------------
+def test_http_pooling_scorer_reads_last_row(qwen_tokenizer):
+    import http.server
+    import threading
+
+    from qwen_math.scoring.hf import ScoreItem
+    from qwen_math.scoring.remote import HTTPPoolingScorer
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            data = [{"index": i, "object": "pooling", "data": [[0.1], [float(i) + 0.5]]}
+                    for i in range(len(body["input"]))]
+            payload = json.dumps({"data": data}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        scorer = HTTPPoolingScorer(f"http://127.0.0.1:{server.server_port}/v1", "rm", "orm", "min", qwen_tokenizer)
+        rewards = scorer.score([ScoreItem(0, "q", "a"), ScoreItem(0, "q", "b")])
+    finally:
+        server.shutdown()
+    assert [r.value for r in rewards] == [0.5, 1.5]
+    path, body = seen[0]
+    assert path == "/pooling" and body["model"] == "rm"
+    assert body["input"][0].startswith("<|im_start|>system\nPlease reason step by step")
+    assert body["input"][0].endswith("<|im_start|>assistant\na<|im_end|>\n")
