@@ -249,7 +249,7 @@ def test_http_pooling_scorer_reads_last_row(qwen_tokenizer):
     seen = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append((self.path, body))
             data = [{"index": i, "object": "pooling", "data": [[0.1], [float(i) + 0.5]]}
