@@ -71,7 +71,10 @@ def make_hf_scorer(options: RewardOptions) -> LoadedScorer:
     from qwen_math.model import resolve_checkpoint
     from qwen_math.scoring.hf import HFRewardScorer
 
-    path = resolve_checkpoint(options.model)
+    try:
+        path = resolve_checkpoint(options.model)
+    except UsageError as exc:  # its messages name --model; here the flag is --reward-model
+        raise UsageError(str(exc).replace("--model ", "--reward-model ", 1)) from None
     scorer = HFRewardScorer.create(options.model, path, kind=options.kind, device=options.device,
                                    dtype=options.dtype, token_budget=options.token_budget,
                                    aggregation=options.aggregation)
