@@ -285,12 +285,8 @@ def mean(values: Any) -> float:
 def problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[ProblemSamples]:
     """Group sample-record dicts (``dataset, idx, sample, answer, correct, metadata``) by
     problem, samples in order; a ``correct`` of ``None`` (ungraded) counts as wrong."""
-    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        grouped.setdefault((str(row["dataset"]), int(row["idx"])), []).append(row)
     problems = []
-    for (dataset, idx), samples in sorted(grouped.items()):
-        samples = sorted(samples, key=lambda r: int(r.get("sample", 0)))
+    for (dataset, idx), samples in records_by_problem(rows):
         problems.append(ProblemSamples(
             str(samples[0].get("question_id") or f"{dataset}/{idx}"),
             tuple(r.get("answer") for r in samples),
@@ -300,6 +296,205 @@ def problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[ProblemSamp
     return problems
 
 
-def summarize_samples(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
-    """``summarize`` of sample-record dicts (the rows of a run's ``samples.jsonl``)."""
-    return summarize(problems_from_records(rows), seed=seed)
+def records_by_problem(rows: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[str, int], list[Mapping[str, Any]]]]:
+    """Sample-record dicts grouped by ``(dataset, idx)``, problems sorted, samples in order."""
+    grouped: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((str(row["dataset"]), int(row["idx"])), []).append(row)
+    return [(key, sorted(samples, key=lambda r: int(r.get("sample", 0))))
+            for key, samples in sorted(grouped.items())]
+
+
+def summarize_samples(rows: Sequence[Mapping[str, Any]], *, seed: int = 0, weighting: str = "raw") -> dict[str, Any]:
+    """``summarize`` of sample-record dicts (the rows of a run's ``samples.jsonl``), plus
+    ``rm@k`` / ``wmaj@k`` (``summarize_rewards``) when the records carry a ``reward``."""
+    summary = summarize(problems_from_records(rows), seed=seed)
+    if any(row.get("reward") is not None for row in rows):
+        summary.update(summarize_rewards(rewarded_problems_from_records(rows), seed=seed, weighting=weighting))
+    return summary
+
+
+# --- reward models: rm@k, weighted maj@k, PRM step aggregation ------------------------------
+#
+# Rewards are one float per sample (an ORM's score, or a PRM's step scores aggregated by
+# ``aggregate_steps``). Like ``maj_at_k``, every function here scores ONE problem; callers
+# average over problems.
+
+
+def reward_order(rewards: Sequence[float]) -> list[int]:
+    """Sample indices best first: highest reward, ties to the lower sample index."""
+    return sorted(range(len(rewards)), key=lambda i: (-float(rewards[i]), i))
+
+
+def rm_at_k(rewards: Sequence[float], correct: Sequence[bool], k: int) -> float:
+    """Mean correctness of the highest-reward sample over ALL size-k subsets of the n samples.
+
+    Exact, in closed form: rank the samples best first (highest reward; a tie goes to the
+    lower sample index). The sample at rank j (0-based) is the one picked exactly in the
+    subsets that contain it and none of the j samples ranked above it: C(n-1-j, k-1) of the
+    C(n, k) subsets. So rm@k = sum_j correct[rank j] * C(n-1-j, k-1) / C(n, k). At k = n this is
+    the correctness of the single best sample; at k = 1 it is the plain accuracy.
+    (The official ``rm_maj_eval.py`` instead takes the first k samples of each problem.)
+    """
+    n = len(rewards)
+    if len(correct) != n:
+        raise ValueError(f"rm@k: {n} rewards but {len(correct)} verdicts")
+    if not 1 <= k <= n:
+        raise ValueError(f"rm@k needs 1 <= k <= n, got k={k}, n={n}")
+    total = math.comb(n, k)
+    picked = sum(math.comb(n - 1 - j, k - 1) for j, i in enumerate(reward_order(rewards)) if correct[i])
+    return picked / total
+
+
+def rm_first_k(rewards: Sequence[float], correct: Sequence[bool], k: int) -> bool:
+    """The official harness's rm@k for one problem: the best of the FIRST k samples (first
+    maximum wins a tie)."""
+    head = [float(r) for r in rewards[:k]]
+    return bool(correct[head.index(max(head))])
+
+
+def vote_weights(rewards: Sequence[float], scheme: str = "raw", *, temperature: float = 1.0) -> list[float]:
+    """Per-sample vote weights from rewards, by ``WEIGHT_SCHEMES[scheme]``."""
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(f"unknown vote weighting {scheme!r}; choose one of {', '.join(WEIGHT_SCHEMES)}")
+    return WEIGHT_SCHEMES[scheme]([float(r) for r in rewards], temperature)
+
+
+def raw_weights(rewards: list[float], temperature: float) -> list[float]:
+    return rewards
+
+
+def softmax_weights(rewards: list[float], temperature: float) -> list[float]:
+    """exp(r / T) normalised over the problem's n samples (the normalisation does not change
+    which group wins inside a subset; it keeps the weights in (0, 1])."""
+    if not rewards:
+        return []
+    top = max(rewards)
+    exps = [math.exp((r - top) / temperature) for r in rewards]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def minmax_weights(rewards: list[float], temperature: float) -> list[float]:
+    """Rewards rescaled to [0, 1] over the problem's n samples (all equal -> all 1)."""
+    if not rewards:
+        return []
+    low, high = min(rewards), max(rewards)
+    return [1.0 if high == low else (r - low) / (high - low) for r in rewards]
+
+
+#: vote weighting name -> weights(rewards, temperature). ``raw`` is the reward itself (PRM
+#: probabilities, or ORM logits: a negative logit then votes AGAINST its answer's group).
+WEIGHT_SCHEMES: dict[str, Callable[[list[float], float], list[float]]] = {
+    "raw": raw_weights, "softmax": softmax_weights, "minmax": minmax_weights,
+}
+
+
+def subset_weighted_winner_correct(groups: Sequence[int | None], weights: Sequence[float],
+                                   correct: Sequence[bool], subset: Sequence[int]) -> bool:
+    """Whether the group with the largest summed weight in ``subset`` is correct (ties: the
+    group seen first in the subset); no answer at all counts as wrong."""
+    totals: dict[int, float] = {}
+    first: dict[int, int] = {}
+    for i in subset:
+        group = groups[i]
+        if group is None:
+            continue
+        totals[group] = totals.get(group, 0.0) + weights[i]
+        first.setdefault(group, i)
+    if not totals:
+        return False
+    winner = min(totals, key=lambda g: (-totals[g], first[g]))
+    return bool(correct[first[winner]])
+
+
+def weighted_maj_at_k(groups: Sequence[int | None], rewards: Sequence[float], correct: Sequence[bool],
+                      k: int, *, weighting: str = "raw", temperature: float = 1.0, seed: int = 0,
+                      draws: int = MONTE_CARLO_DRAWS) -> float:
+    """Mean correctness of the reward-weighted majority answer over size-k subsets.
+
+    Answers are grouped by equivalence (``groups``, from ``group_answers``); each sample votes
+    for its group with its weight (``vote_weights(rewards, weighting)``, computed once over the
+    problem's n samples); the group with the largest sum wins, ties to the group seen first.
+    Exact over all subsets when there are at most ``EXACT_SUBSETS`` of them, else ``draws``
+    seeded random subsets (as ``maj_at_k``).
+    """
+    n = len(groups)
+    if not len(rewards) == len(correct) == n:
+        raise ValueError(f"weighted maj@k: {n} groups, {len(rewards)} rewards, {len(correct)} verdicts")
+    if not 1 <= k <= n:
+        raise ValueError(f"weighted maj@k needs 1 <= k <= n, got k={k}, n={n}")
+    weights = vote_weights(rewards, weighting, temperature=temperature)
+    subsets, total = size_k_subsets(n, k, seed=seed, draws=draws)
+    wins = sum(subset_weighted_winner_correct(groups, weights, correct, s) for s in subsets)
+    return wins / total
+
+
+def size_k_subsets(n: int, k: int, *, seed: int, draws: int) -> tuple[Any, int]:
+    """All size-k subsets of range(n) when there are at most ``EXACT_SUBSETS``, else ``draws``
+    seeded random ones; with their count."""
+    if math.comb(n, k) <= EXACT_SUBSETS:
+        return itertools.combinations(range(n), k), math.comb(n, k)
+    rng = random.Random(seed)
+    return (sorted(rng.sample(range(n), k)) for _ in range(draws)), draws
+
+
+def aggregate_min(steps: Sequence[float]) -> float:
+    return min(steps)
+
+
+def aggregate_last(steps: Sequence[float]) -> float:
+    return steps[-1]
+
+
+def aggregate_prod(steps: Sequence[float]) -> float:
+    return math.prod(steps)
+
+
+#: PRM step aggregation name -> per-sample score from the per-step probabilities.
+STEP_AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "min": aggregate_min, "last": aggregate_last, "prod": aggregate_prod,
+}
+
+
+def aggregate_steps(steps: Sequence[float], how: str = "min") -> float:
+    """One score per sample from a PRM's per-step scores: ``min``, ``last`` or ``prod``."""
+    if how not in STEP_AGGREGATIONS:
+        raise ValueError(f"unknown step aggregation {how!r}; choose one of {', '.join(STEP_AGGREGATIONS)}")
+    if not steps:
+        raise ValueError("a PRM score needs at least one step")
+    return STEP_AGGREGATIONS[how]([float(s) for s in steps])
+
+
+@dataclass(frozen=True)
+class RewardedProblem:
+    """One problem's samples with their rewards (``None`` where a sample has none)."""
+
+    samples: ProblemSamples
+    rewards: tuple[float | None, ...]
+
+
+def summarize_rewards(problems: Sequence[RewardedProblem], *, seed: int = 0, weighting: str = "raw",
+                      equivalent: Equivalence | None = None) -> dict[str, Any]:
+    """``rm@k`` and ``wmaj@k`` (k = 1, 2, 4, ... <= n) averaged over the problems whose n
+    samples all carry a reward; empty dicts when none does. Only the first n samples of each
+    problem are used (n = the smallest sample count), like ``summarize``."""
+    scored = [p for p in problems if p.rewards and all(r is not None for r in p.rewards)]
+    if not scored:
+        return {"rm@k": {}, "wmaj@k": {}}
+    n = min(len(p.samples.answers) for p in scored)
+    ks = powers_of_two_up_to(n)
+    groups = [group_answers(p.samples.answers[:n], equivalent=equivalent) for p in scored]
+    rm = {str(k): mean(rm_at_k(p.rewards[:n], p.samples.correct[:n], k) for p in scored) for k in ks}
+    wmaj = {str(k): mean(weighted_maj_at_k(g, p.rewards[:n], p.samples.correct[:n], k,
+                                           weighting=weighting, seed=seed)
+                         for g, p in zip(groups, scored, strict=True)) for k in ks}
+    return {"rm@k": rm, "wmaj@k": wmaj, "reward_problems": len(scored), "weighting": weighting}
+
+
+def rewarded_problems_from_records(rows: Sequence[Mapping[str, Any]]) -> list[RewardedProblem]:
+    """``problems_from_records`` with each sample's ``reward`` (``None`` where absent)."""
+    problems = problems_from_records(rows)
+    rewards = [tuple(None if r.get("reward") is None else float(r["reward"]) for r in samples)
+               for _key, samples in records_by_problem(rows)]
+    return [RewardedProblem(p, r) for p, r in zip(problems, rewards, strict=True)]

@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "qwen_math.commands.evaluate",
     "prompts": "qwen_math.commands.prompts",
     "rescore": "qwen_math.commands.rescore",
+    "score": "qwen_math.commands.score",
     "report": "qwen_math.commands.report",
     "compare": "qwen_math.commands.compare",
     "serve": "qwen_math.commands.serve",

@@ -23,7 +23,11 @@ from typing import Any
 
 from qwen_math.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: versions the reader accepts (2 added the optional ``reward`` / ``reward_steps``).
+READABLE_VERSIONS = (1, 2)
+#: the version a run's fingerprint records: v2 only adds optional fields, so a v1 run resumes.
+RESUMABLE_SCHEMA_VERSION = 1
 TIME_KEY = re.compile(r"time|duration|latency")
 
 FINISH_REASONS = ("stop", "length", "tool", "eos", "tool_limit", "context", "error")
@@ -90,6 +94,8 @@ class SampleRecord(TurnsView):
     metadata: Mapping[str, Any] = field(default_factory=dict)  # level, subject, ...
     generation_time_s: float | None = None
     version: int = SCHEMA_VERSION
+    reward: float | None = None  # reward model score (an ORM's, or a PRM's aggregated steps)
+    reward_steps: tuple[float, ...] | None = None  # a PRM's per-step P(correct)
 
     @property
     def key(self) -> tuple[str, int, int]:
@@ -99,6 +105,8 @@ class SampleRecord(TurnsView):
         data = asdict(self)
         data["turns"] = [turn.to_json() for turn in self.turns]
         data["metadata"] = dict(self.metadata)
+        if self.reward_steps is not None:
+            data["reward_steps"] = list(self.reward_steps)
         return data
 
     @classmethod
@@ -107,8 +115,9 @@ class SampleRecord(TurnsView):
         if not isinstance(data, Mapping):
             raise UsageError(f"a sample record must be a JSON object, got {type(data).__name__}")
         version = data.get("version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise UsageError(f"sample record version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise UsageError(f"sample record version {version!r} is not supported "
+                             f"(expected one of {', '.join(map(str, READABLE_VERSIONS))})")
         required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing = [name for name in required if name not in data]
         if missing:
@@ -130,6 +139,7 @@ class SampleRecord(TurnsView):
             except TypeError as exc:
                 raise UsageError(f"sample record has a malformed turn {number}: {exc}") from None
         kwargs["turns"] = tuple(turns)
+        kwargs["reward_steps"] = reward_steps_of(data.get("reward_steps"))
         return cls(**kwargs)
 
 
@@ -140,11 +150,21 @@ RECORD_TYPES: dict[str, tuple[type | None, ...]] = {
     "answer": (str, None), "gold": (str, None), "correct": (bool, None), "finish_reason": _TEXT,
     "grade_status": (str, None), "mode": _TEXT, "seed": (int, None), "prompt_tokens": _INT,
     "completion_tokens": _INT, "metadata": (dict,), "generation_time_s": (int, float, None),
+    "reward": (int, float, None), "reward_steps": (list, None),
 }
 TURN_TYPES: dict[str, tuple[type | None, ...]] = {
     "text": _TEXT, "code": (str, None), "status": (str, None), "output": (str, None),
     "appended": _TEXT, "exec_duration_s": (int, float, None),
 }
+
+
+def reward_steps_of(value: Any) -> tuple[float, ...] | None:
+    """``reward_steps`` as a tuple of floats (``None`` stays ``None``); other items are a ``UsageError``."""
+    if value is None:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise UsageError(f"sample record field 'reward_steps' must be a list of numbers, got {json.dumps(value)[:60]}")
+    return tuple(float(v) for v in value)
 
 
 def check_types(what: str, data: Mapping[str, Any], types: Mapping[str, tuple[type | None, ...]]) -> None:

@@ -67,25 +67,53 @@ SHAPES: dict[str, Qwen2Shape] = {
 }
 
 
-def write_tiny_model(path: str | Path, *, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write a random Qwen2ForCausalLM checkpoint with the real tokenizer into ``path``."""
+#: checkpoint kind -> (architecture, outputs of the score head; 0 = none, an LM head instead).
+#: ``rm``: Qwen2ForRewardModel (Qwen2.5-Math-RM-72B); ``prm``: Qwen2.5-Math-PRM-7B's layout.
+KINDS: dict[str, tuple[str, int]] = {
+    "policy": ("Qwen2ForCausalLM", 0),
+    "rm": ("Qwen2ForRewardModel", 1),
+    "prm": ("Qwen2ForProcessRewardModel", 2),
+}
+#: the PRM's step separator, one added token in its tokenizer.
+PRM_SEPARATOR = "<extra_0>"
+
+
+def write_tiny_model(path: str | Path, *, shape: str = "tiny", seed: int = 0, kind: str = "policy") -> Path:
+    """Write a random Qwen2 checkpoint with the real tokenizer into ``path``: a causal LM
+    (``policy``), or a reward model with the real score-head tensor names (``rm``, ``prm``)."""
     spec = SHAPES.get(shape)
     if spec is None:
         raise UsageError(f"unknown shape {shape!r}; choose one of: {', '.join(SHAPES)}")
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise UsageError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
     folder = Path(path)
     refuse_other_files(folder)
     output_folder(folder, what="tiny-model folder")
     (folder / TINY_MARKER).write_text(f"random weights: shape {shape}, seed {seed}\n")  # first: a torn write stays ours
-    log.info("writing a random Qwen2 checkpoint (shape %s, seed %d) to %s", shape, seed, folder)
-    write_json(folder / "config.json", model_config(spec))
+    log.info("writing a random Qwen2 checkpoint (shape %s, seed %d, kind %s) to %s", shape, seed, kind, folder)
+    architecture, labels = KINDS[kind]
+    config = model_config(spec)
+    write_json(folder / "config.json", {**config, "architectures": [architecture], "num_labels": labels}
+               if labels else config)
     write_json(folder / "generation_config.json", generation_config())
-    write_random_weights(folder / "model.safetensors", spec, seed=seed)
+    write_random_weights(folder / "model.safetensors", spec, seed=seed, labels=labels)
     same_mode_as(folder / "model.safetensors", folder / "config.json")  # safetensors writes 0600
     copy_tokenizer_files(folder)
     (folder / "chat_template.jinja").write_text(chat_template())
+    if kind == "prm":
+        add_separator_token(folder)
     return folder
+
+
+def add_separator_token(folder: Path) -> None:
+    """Give the checkpoint's tokenizer ``<extra_0>`` as one added token (as the PRM's has)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer.add_tokens([PRM_SEPARATOR], special_tokens=False)
+    tokenizer.save_pretrained(str(folder))
 
 
 def refuse_other_files(folder: Path) -> None:
@@ -140,8 +168,9 @@ def generation_config() -> dict:
     }
 
 
-def weight_shapes(spec: Qwen2Shape) -> dict[str, tuple[int, ...]]:
-    """Every tensor of Qwen2ForCausalLM at ``spec``, by its safetensors name."""
+def weight_shapes(spec: Qwen2Shape, labels: int = 0) -> dict[str, tuple[int, ...]]:
+    """Every tensor of Qwen2ForCausalLM at ``spec`` by its safetensors name; with ``labels``
+    the score head ``score.0`` (h -> h), ``score.2`` (h -> labels) instead of the LM head."""
     h, i, d = spec.hidden_size, spec.intermediate_size, spec.head_dim
     q, kv = spec.num_attention_heads * d, spec.num_key_value_heads * d
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (spec.vocab_size, h)}
@@ -159,12 +188,15 @@ def weight_shapes(spec: Qwen2Shape) -> dict[str, tuple[int, ...]]:
             p + "mlp.down_proj.weight": (h, i),
         })
     shapes["model.norm.weight"] = (h,)
-    if not spec.tie_word_embeddings:
+    if labels:
+        shapes.update({"score.0.weight": (h, h), "score.0.bias": (h,),
+                       "score.2.weight": (labels, h), "score.2.bias": (labels,)})
+    elif not spec.tie_word_embeddings:
         shapes["lm_head.weight"] = (spec.vocab_size, h)
     return shapes
 
 
-def write_random_weights(file: Path, spec: Qwen2Shape, *, seed: int) -> None:
+def write_random_weights(file: Path, spec: Qwen2Shape, *, seed: int, labels: int = 0) -> None:
     """Norm weights 1; matrices and biases N(0, 0.02) (random biases keep the bias path tested)."""
     import torch
     from safetensors.torch import save_file
@@ -172,7 +204,7 @@ def write_random_weights(file: Path, spec: Qwen2Shape, *, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, spec.dtype)
     tensors = {}
-    for name, shape in sorted(weight_shapes(spec).items()):
+    for name, shape in sorted(weight_shapes(spec, labels).items()):
         tensors[name] = random_tensor(name, shape, generator).to(dtype)
     save_file(tensors, str(file), metadata={"format": "pt"})
 
@@ -182,6 +214,8 @@ def random_tensor(name: str, shape: tuple[int, ...], generator) -> object:
 
     if name.endswith("norm.weight"):
         return torch.ones(shape)
+    if name.startswith("score.") and name.endswith("weight"):  # 1/sqrt(fan-in): rewards of order 1
+        return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
     return torch.randn(shape, generator=generator) * INITIALIZER_RANGE
 
 

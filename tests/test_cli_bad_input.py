@@ -324,7 +324,9 @@ def test_rescore_folder_input(runs, capsys):
     ({"turns": "abc"}, "field 'turns' must be a list"),
     ({"turns": [[1]]}, "turn 0 must be a JSON object"),
     ({"turns": [{"text": 5}]}, "turn 0 field 'text' must be a string"),
-    ({"version": 2}, "version 2 is not supported"),
+    ({"version": 3}, "version 3 is not supported"),
+    ({"reward": "high"}, "field 'reward' must be"),
+    ({"reward_steps": [0.5, "x"]}, "reward_steps' must be a list of numbers"),
 ])
 def test_rescore_sample_record_types(runs, tmp_path, capsys, change, message):
     first = json.loads((runs["run"] / "toy" / "samples.jsonl").read_text().splitlines()[0])

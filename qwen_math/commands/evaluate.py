@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     flags.add_tir_flags(parser, default_protocol=None)
     flags.add_model_flags(parser)
     flags.add_few_shot_flags(parser)
+    from qwen_math.commands.score import add_reward_flags
+
+    add_reward_flags(parser.add_argument_group("reward model (score samples as they finish)"), required=False)
     parser.add_argument("--output-dir", "--output_dir", dest="output_dir", default=None,
                         help="the run directory (created or resumed)")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing run directory")
@@ -86,7 +89,14 @@ def config_from_args(args: argparse.Namespace):  # -> EvalConfig
         progress_interval_s=args.progress_interval, command=tuple(_argv()), shard=args.shard,
         tir_protocol=args.tir_protocol, tool_timeout_s=args.tool_timeout, extract_from=args.extract_from,
         suite=args.suite, not_run=not_run, few_shot=few_shot, few_shot_file=args.few_shot_file,
+        reward=reward_options(args, device=options.device) if args.reward_model else None,
     )
+
+
+def reward_options(args: argparse.Namespace, *, device: str | None):  # -> RewardOptions
+    from qwen_math.commands.score import reward_options as options_of
+
+    return options_of(args, device=device)
 
 
 def default_run_dir(args: argparse.Namespace, datasets: tuple[str, ...]) -> Path:

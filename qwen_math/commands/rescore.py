@@ -9,6 +9,13 @@ Reads two formats, detected per row:
 - this project's sample records (the rows of a run's ``samples.jsonl``); PoT records keep
   their computed answer and are only re-graded.
 
+Reward-model scores are read from the official ``pred_score`` (one list per sample; several
+values = a PRM's steps, aggregated by ``--step-aggregation``) and from records' ``reward`` (or
+the ``rewards.jsonl`` that ``qwen-math score`` appends next to a run's ``samples.jsonl``); with
+them the summary gains ``rm@k`` and ``wmaj@k`` (this project's verdicts) and, for official files,
+``file_verdicts_crosscheck``: rm@k on the file's own verdicts, by this estimator and by the
+official first-k definition.
+
 Prints, per file and pooled, acc, pass@k and maj@k for k = 1, 2, 4, ... <= n, each with its
 95 % interval (the figures of ``eval.metrics.summarize``, the same function runs use for
 ``metrics.json``), and once per file the samples whose verdict disagrees with the file's own.
@@ -54,6 +61,7 @@ class Sample:
     file_score: bool | None
     metadata: Mapping[str, Any]
     choices: Any = ()  # a multiple-choice row's options, when the row carries them
+    reward: float | None = None  # the reward model's score (``pred_score``, or a record's ``reward``)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +74,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="grader worker processes")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per comparison (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of maj@k sampling and bootstrap")
+    parser.add_argument("--vote-weights", default="raw", choices=("raw", "softmax", "minmax"),
+                        help="weights of wmaj@k: the reward itself (default), softmax over a "
+                             "problem's samples, or min-max scaled to [0, 1]")
+    parser.add_argument("--step-aggregation", default="min", choices=("min", "last", "prod"),
+                        help="PRM scores (several values per sample in pred_score): one score "
+                             "per sample by min (default), last or prod")
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -107,7 +121,8 @@ def gold_of_official(row: Mapping[str, Any]) -> str | None:
     return str(gt).strip() if gt is not None and str(gt).strip() else None
 
 
-def official_samples(row: Mapping[str, Any], where: str, file: str, dataset: str) -> list[Sample]:
+def official_samples(row: Mapping[str, Any], where: str, file: str, dataset: str,
+                     aggregation: str = "min") -> list[Sample]:
     from eval.errors import DataError
 
     code = row["code"]
@@ -116,11 +131,12 @@ def official_samples(row: Mapping[str, Any], where: str, file: str, dataset: str
     preds, scores = row.get("pred") or [], row.get("score") or []
     metadata = {k: row[k] for k in ("level", "type", "subject") if k in row}
     gold = gold_of_official(row)
+    rewards = official_rewards(row, len(code), where, aggregation)
     return [
         Sample(file, dataset, row.get("idx", where), i, response if isinstance(response, str) else None,
                None, gold, str(preds[i]) if i < len(preds) and preds[i] is not None else None,
                scores[i] if i < len(scores) and isinstance(scores[i], bool) else None, metadata,
-               row_options(row))
+               row_options(row), rewards[i])
         for i, response in enumerate(code)
     ]
 
@@ -136,6 +152,26 @@ def row_options(row: Mapping[str, Any]) -> Any:
     return options_in_text(question) if isinstance(question, str) else {}
 
 
+def official_rewards(row: Mapping[str, Any], n: int, where: str, aggregation: str) -> list[float | None]:
+    """``pred_score``: one list per sample (one value for an ORM; per-step values for a PRM,
+    aggregated by ``aggregation``); absent -> no rewards."""
+    from eval.errors import DataError
+    from eval.metrics import aggregate_steps
+
+    scores = row.get("pred_score")
+    if scores is None:
+        return [None] * n
+    if not isinstance(scores, list) or len(scores) != n:
+        raise DataError(f"{where}: field 'pred_score' must be a list of {n} lists (one per response)")
+    rewards: list[float | None] = []
+    for i, value in enumerate(scores):
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise DataError(f"{where}: pred_score[{i}] must be a non-empty list of numbers, got {json.dumps(value)[:40]}")
+        rewards.append(aggregate_steps(values, aggregation))
+    return rewards
+
+
 def record_sample(row: Mapping[str, Any], where: str, file: str) -> Sample:
     from eval.errors import DataError
     from qwen_math.errors import UsageError
@@ -147,10 +183,10 @@ def record_sample(row: Mapping[str, Any], where: str, file: str) -> Sample:
         raise DataError(f"{where}: {exc}") from None
     return Sample(file, record.dataset, record.idx, record.sample, record.response,
                   record.answer if record.mode == "pot" else None, record.gold, record.answer,
-                  record.correct, dict(record.metadata))
+                  record.correct, dict(record.metadata), reward=record.reward)
 
 
-def read_samples(path: Path, dataset: str | None) -> list[Sample]:
+def read_samples(path: Path, dataset: str | None, aggregation: str = "min") -> list[Sample]:
     from eval.datasets import read_jsonl
     from eval.errors import DataError
 
@@ -167,7 +203,7 @@ def read_samples(path: Path, dataset: str | None) -> list[Sample]:
         if all(name in row for name in RECORD_FIELDS):
             samples.append(record_sample(row, where, str(path)))
         elif all(name in row for name in OFFICIAL_FIELDS):
-            samples.extend(official_samples(row, where, str(path), guessed))
+            samples.extend(official_samples(row, where, str(path), guessed, aggregation))
         else:
             raise DataError(
                 f"{where}: neither an official output row (needs 'code') nor a sample record "
@@ -175,7 +211,20 @@ def read_samples(path: Path, dataset: str | None) -> list[Sample]:
             )
     if not samples:
         raise DataError(f"{path}: no samples")
-    return samples
+    return with_run_rewards(path, samples)
+
+
+def with_run_rewards(path: Path, samples: list[Sample]) -> list[Sample]:
+    """A run's ``samples.jsonl`` gets the rewards ``qwen-math score`` appended next to it."""
+    from dataclasses import replace
+
+    from qwen_math.scoring.store import load_rewards, rewards_path
+
+    rewards = load_rewards(rewards_path(path)) if path.name == "samples.jsonl" else {}
+    if not rewards:
+        return samples
+    return [replace(s, reward=rewards[(s.idx, s.sample)]["reward"])
+            if s.reward is None and (s.idx, s.sample) in rewards else s for s in samples]
 
 
 def with_gold(samples: list[Sample]) -> list[Sample]:
@@ -218,21 +267,43 @@ def verdict_row(sample: Sample, grade: Any) -> dict[str, Any]:
     return {
         "file": sample.file, "dataset": sample.dataset, "idx": sample.idx, "sample": sample.sample,
         "answer": grade.answer, "gold": sample.gold, "status": grade.status, "correct": bool(grade),
-        "file_pred": sample.file_pred, "file_score": sample.file_score,
+        "file_pred": sample.file_pred, "file_score": sample.file_score, "reward": sample.reward,
     }
 
 
-def summarize_file(rows: Sequence[Mapping[str, Any]], seed: int) -> dict[str, Any]:
+def summarize_file(rows: Sequence[Mapping[str, Any]], seed: int, weighting: str = "raw") -> dict[str, Any]:
     from eval.metrics import summarize_samples
 
     summary = summarize_samples(
-        [{**row, "idx": index_of(row), "metadata": row.get("metadata", {})} for row in rows], seed=seed
+        [{**row, "idx": index_of(row), "metadata": row.get("metadata", {})} for row in rows], seed=seed,
+        weighting=weighting,
     )
+    if summary.get("rm@k") and all(row["file_score"] is not None for row in rows):
+        summary["file_verdicts_crosscheck"] = file_verdict_crosscheck(rows)
     summary["disagreements"] = [
         {k: row[k] for k in ("idx", "sample", "answer", "gold", "status", "file_pred", "file_score")}
         for row in rows if row["file_score"] is not None and row["file_score"] != row["correct"]
     ]
     return summary
+
+
+def file_verdict_crosscheck(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """rm@k on the FILE's own verdicts: this project's estimator (all size-k subsets) and the
+    official ``rm_maj_eval.py`` definition (best of the first k samples, first max wins)."""
+    from eval.metrics import mean, powers_of_two_up_to, rm_at_k, rm_first_k
+
+    grouped: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(index_of(row), []).append(row)
+    problems = [sorted(g, key=lambda r: r["sample"]) for g in grouped.values()]
+    problems = [p for p in problems if all(r["reward"] is not None for r in p)]
+    n = min(len(p) for p in problems)
+    columns = [([r["reward"] for r in p[:n]], [bool(r["file_score"]) for r in p[:n]]) for p in problems]
+    ks = powers_of_two_up_to(n)
+    return {
+        "rm@k": {str(k): mean(rm_at_k(r, c, k) for r, c in columns) for k in ks},
+        "rm@k_first_k": {str(k): mean(rm_first_k(r, c, k) for r, c in columns) for k in ks},
+    }
 
 
 def index_of(row: Mapping[str, Any]) -> int:
@@ -251,10 +322,18 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
     if per_file:
         lines.append("  n per file: " + ", ".join(f"{Path(f).name} n={n}" for f, n in per_file.items()))
     lines.append(f"  acc    {100 * summary['acc']:6.2f} %  {format_ci(summary.get('acc_ci95'))}")
-    for name in ("pass@k", "maj@k"):
+    for name in ("pass@k", "maj@k", "rm@k", "wmaj@k"):
+        if not summary.get(name):
+            continue
         intervals = summary.get(f"{name}_ci95", {})
         cells = "  ".join(f"k={k}: {100 * v:6.2f} {format_ci(intervals.get(k))}" for k, v in summary[name].items())
         lines.append(f"  {name:6} {cells}")
+    crosscheck = summary.get("file_verdicts_crosscheck")
+    if crosscheck:
+        for name, label in (("rm@k", "rm@k on the file's verdicts"),
+                            ("rm@k_first_k", "rm@k on the file's verdicts, official first-k")):
+            cells = "  ".join(f"k={k}: {100 * v:6.2f}" for k, v in crosscheck[name].items())
+            lines.append(f"  ({label}: {cells})")
     disagreements = summary.get("disagreements", [])
     if disagreements:
         lines.append(f"  {len(disagreements)} verdict(s) differ from the file's own:")
@@ -276,10 +355,10 @@ def format_ci(bounds: Sequence[float] | None) -> str:
 
 
 def pooled_summary(rows: Sequence[Mapping[str, Any]], summaries: Mapping[str, Mapping[str, Any]],
-                   seed: int) -> dict[str, Any]:
+                   seed: int, weighting: str = "raw") -> dict[str, Any]:
     """All files' problems concatenated (a problem is unique per file), each keeping its own
     samples; the disagreements stay with their files (listed once)."""
-    result = summarize_file([{**r, "dataset": f"{r['file']}|{r['dataset']}"} for r in rows], seed)
+    result = summarize_file([{**r, "dataset": f"{r['file']}|{r['dataset']}"} for r in rows], seed, weighting)
     result.pop("disagreements", None)
     result["n_per_file"] = {file: format_n(summary) for file, summary in summaries.items()}
     result["files"] = dict(summaries)
@@ -296,17 +375,19 @@ def run(args: argparse.Namespace) -> int:
     check_dataset_name(args.dataset)
     if args.out:
         check_output_file(args.out, what="--out", inputs=args.files)
-    per_file = {str(path): with_gold(read_samples(Path(path), args.dataset)) for path in args.files}
+    per_file = {str(path): with_gold(read_samples(Path(path), args.dataset, args.step_aggregation))
+                for path in args.files}
     samples = [s for file_samples in per_file.values() for s in file_samples]
     grades = grade_samples(samples, workers=args.workers, timeout=args.timeout)
     rows = [verdict_row(s, g) for s, g in zip(samples, grades, strict=True)]
-    summaries = {file: summarize_file([r for r in rows if r["file"] == file], args.seed) for file in per_file}
+    summaries = {file: summarize_file([r for r in rows if r["file"] == file], args.seed, args.vote_weights)
+                 for file in per_file}
     if args.out:
         write_verdicts(Path(args.out), rows)
     if len(summaries) == 1:
         result = next(iter(summaries.values()))
     else:
-        result = pooled_summary(rows, summaries, args.seed)
+        result = pooled_summary(rows, summaries, args.seed, args.vote_weights)
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

@@ -24,13 +24,19 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qwen_math.errors import UsageError
 from qwen_math.runs.manifest import Fingerprint, flatten
-from qwen_math.runs.report import DatasetReport, load_run_report
+from qwen_math.runs.report import (
+    REWARD_CURVES,
+    DatasetReport,
+    at_max_k,
+    has_rewards,
+    load_run_report,
+)
 from qwen_math.runs.views import majority_correct
 
 BOOTSTRAP_RESAMPLES = 10_000
@@ -64,9 +70,12 @@ class Comparison:
     only_in_a: tuple[str, ...]
     only_in_b: tuple[str, ...]
     config_differences: tuple[str, ...]
+    #: dataset -> {"rm@k" | "wmaj@k": [k, A's value or None, B's value or None]} where a run has rewards
+    reward_metrics: Mapping[str, Mapping[str, list]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "reward_metrics": {name: dict(cells) for name, cells in self.reward_metrics.items()},
             "run_a": str(self.run_a),
             "run_b": str(self.run_b),
             "datasets": {name: asdict(test) for name, test in self.datasets.items()},
@@ -91,7 +100,19 @@ def compare_runs(run_a: Path, run_b: Path, *, seed: int = 0, resamples: int = BO
         only_in_a=tuple(n for n in by_name_a if n not in by_name_b),
         only_in_b=tuple(n for n in by_name_b if n not in by_name_a),
         config_differences=tuple(config_differences(a.manifest, b.manifest)),
+        reward_metrics={name: reward_cells(by_name_a[name], by_name_b[name]) for name in shared
+                        if has_rewards(by_name_a[name]) or has_rewards(by_name_b[name])},
     )
+
+
+def reward_cells(a: DatasetReport, b: DatasetReport) -> dict[str, list]:
+    """rm@k and wmaj@k of both runs at the largest k either has."""
+    cells = {}
+    for name in REWARD_CURVES:
+        points = [at_max_k(d.metrics, name) for d in (a, b)]
+        k = max((p[0] for p in points if p), default=None)
+        cells[name] = [k, *[p[1] if p and p[0] == k else None for p in points]]
+    return cells
 
 
 def paired_rows(a: DatasetReport, b: DatasetReport) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
@@ -177,7 +198,9 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     other = Fingerprint(flatten("config", a.get("config", {}))).differences(
         Fingerprint(flatten("config", b.get("config", {}))))
     found.sort(key=lambda line: line.split(":", 1)[0] not in HEADLINE_FIELDS)  # stable: the rest stays sorted
-    return found + [line for line in other if line.split(":", 1)[0].removeprefix("config.") not in named]
+    rewards = Fingerprint(flatten("reward_model", a.get("reward_model") or {})).differences(
+        Fingerprint(flatten("reward_model", b.get("reward_model") or {})))
+    return found + [line for line in other if line.split(":", 1)[0].removeprefix("config.") not in named] + rewards
 
 
 #: fingerprint fields listed first in a config difference (a protocol comparison's subject).
@@ -195,6 +218,8 @@ def format_comparison(comparison: Comparison) -> str:
             f"B {t.acc_b:.3f} [{t.acc_b_ci95[0]:.3f}, {t.acc_b_ci95[1]:.3f}]; B - A = {t.bootstrap_diff:+.3f} "
             f"[{t.bootstrap_low:+.3f}, {t.bootstrap_high:+.3f}] (paired bootstrap, p = {t.bootstrap_p:.4g})",
         ]
+        for metric, (k, value_a, value_b) in comparison.reward_metrics.get(name, {}).items():
+            lines.append(f"  {metric} (k={k}): A {_cell(value_a)}, B {_cell(value_b)}")
         if t.a_only:
             lines.append(f"  solved by A only: {', '.join(map(str, t.a_only))}")
         if t.b_only:
@@ -207,3 +232,7 @@ def format_comparison(comparison: Comparison) -> str:
                  "configuration: identical fingerprints")
     lines += [f"  {line}" for line in comparison.config_differences]
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

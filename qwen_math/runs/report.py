@@ -172,7 +172,19 @@ def table_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
             format_value(maj[1] if maj else None, interval(m, f"maj@{k}")),
             format_value(pas[1] if pas else None, interval(m, f"pass@{k}")),
         ])
+    if any(has_rewards(d) for d in report.datasets):
+        header += list(REWARD_CURVES)
+        for row, d in zip(rows, report.datasets, strict=True):
+            row += [format_value(point[1] if (point := at_max_k(d.metrics, name)) else None) for name in REWARD_CURVES]
     return header, rows
+
+
+#: the reward-model metrics (``eval.metrics.summarize_rewards``), shown when a run has rewards.
+REWARD_CURVES = ("rm@k", "wmaj@k")
+
+
+def has_rewards(dataset: DatasetReport) -> bool:
+    return bool(dataset.metrics.get("rm@k"))
 
 
 def format_value(value: float | None, ci: tuple[float, float] | None = None) -> str:
@@ -276,6 +288,60 @@ def plot_agreement(report: RunReport) -> bytes:
     return _png(fig)
 
 
+def plot_best_of_n(dataset: DatasetReport) -> bytes:
+    """maj@k, rm@k, weighted maj@k and pass@k of one dataset against k."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, style in (("maj@k", "-o"), ("rm@k", "-^"), ("wmaj@k", "-.v"), ("pass@k", "--s")):
+        points = curve(dataset.metrics, name)
+        if points:
+            ks, values = zip(*points, strict=True)
+            ax.plot(ks, values, style, label=name, markersize=4)
+    ax.set_xscale("log", base=2)
+    ks = [k for k, _ in curve(dataset.metrics, "pass@k")]
+    if ks:
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{dataset.name}: best of k")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def rewards_by_verdict(dataset: DatasetReport) -> tuple[list[float], list[float]]:
+    """The rewards (``pred_score``) of correct and of wrong samples."""
+    right: list[float] = []
+    wrong: list[float] = []
+    for row in dataset.problems:
+        for score, verdict in zip(row.get("pred_score") or [], row.get("score") or [], strict=False):
+            value = score[0] if isinstance(score, list) and score else score
+            if isinstance(value, (int, float)):
+                (right if verdict else wrong).append(float(value))
+    return right, wrong
+
+
+def plot_reward_histogram(dataset: DatasetReport) -> bytes:
+    """Is the reward model calibrated on this run? Rewards of correct vs wrong samples."""
+    plt = _pyplot()
+    right, wrong = rewards_by_verdict(dataset)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    values = right + wrong
+    bins = 20 if values and min(values) < max(values) else 1
+    for label, data, colour in (("correct", right, "C2"), ("wrong", wrong, "C3")):
+        if data:
+            ax.hist(data, bins=bins, range=(min(values), max(values)) if bins > 1 else None,
+                    alpha=0.55, color=colour, label=f"{label} ({len(data)})", edgecolor="white")
+    ax.set_xlabel("reward")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{dataset.name}: reward vs correctness")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig)
+
+
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -313,6 +379,12 @@ def write_html_report(report: RunReport, *, card: Any = None) -> Path:
             plots.append((f"breakdown_{d.name}", f"{d.name}: accuracy by {' and '.join(groups)}",
                           plot_breakdown(d, groups)))
     plots.append(("agreement", "answer agreement per problem", plot_agreement(report)))
+    for d in report.datasets:
+        if has_rewards(d):
+            plots.append((f"best_of_n_{d.name}", f"{d.name}: maj@k, rm@k, weighted maj@k, pass@k",
+                          plot_best_of_n(d)))
+            plots.append((f"rewards_{d.name}", f"{d.name}: reward of correct vs wrong samples",
+                          plot_reward_histogram(d)))
     page = render_html(report, plots, card=card)
     path = out / "report.html"
     try:

@@ -33,7 +33,7 @@ from typing import Any
 from qwen_math.backends.base import BackendOptions
 from qwen_math.config import DEFAULT_MAX_TOOL_CALLS, SamplingConfig, at_least, positive_seconds
 from qwen_math.errors import PartialRun, UsageError
-from qwen_math.record import SampleRecord
+from qwen_math.record import RESUMABLE_SCHEMA_VERSION, SampleRecord
 from qwen_math.runs.jsonl import AppendOnlyJsonl, write_json_atomic
 from qwen_math.runs.manifest import (
     Fingerprint,
@@ -91,6 +91,7 @@ class EvalConfig:
     not_run: tuple[str, ...] = ()  # suite datasets skipped for lack of a data file
     few_shot: Any = None  # qwen_math.fewshot.FewShot for every dataset (None: zero-shot)
     few_shot_file: str | None = None  # the exemplar file (None: the lookup of qwen_math.fewshot)
+    reward: Any = None  # qwen_math.scoring.runs.RewardOptions: score each problem as it finishes
 
     def __post_init__(self) -> None:
         if self.shard is not None:
@@ -228,7 +229,7 @@ def fingerprint_fields(config: EvalConfig, datasets: Sequence[LoadedDataset], pr
         "model.device": config.backend_options.device,
         "split": config.split,
         "limit": config.limit,
-        "record_schema_version": SampleRecord.__dataclass_fields__["version"].default,
+        "record_schema_version": RESUMABLE_SCHEMA_VERSION,
     }
     for dataset in datasets:
         fields[f"datasets.{dataset.name}.checksum"] = problems_checksum(dataset.problems)
@@ -439,11 +440,16 @@ def run_locked(config: EvalConfig, datasets: Sequence[LoadedDataset], fingerprin
         )
         if sandbox_pool is not None:
             manifest["sandbox"] = sandbox_layers(sandbox_pool)
+        scorer = reward_scorer(config, layout, manifest, previous)
         write_json_atomic(layout.manifest, manifest)
         results = []
-        for dataset in datasets:
-            results.append(run_dataset(config, layout, dataset, manifest, backend=backend,
-                                       sandbox_pool=sandbox_pool, grader=grader))
+        try:
+            for dataset in datasets:
+                results.append(run_dataset(config, layout, dataset, manifest, backend=backend,
+                                           sandbox_pool=sandbox_pool, grader=grader, scorer=scorer))
+        finally:
+            if scorer is not None:
+                scorer.close()
     from qwen_math.runs.views import write_run_metrics
 
     write_run_metrics(layout, [r.metrics for r in results], [r.dataset for r in results])
@@ -520,8 +526,25 @@ def make_grader(config: EvalConfig) -> Any:
     return grader
 
 
+def reward_scorer(config: EvalConfig, layout: RunLayout, manifest: dict, previous: dict | None) -> Any:
+    """With ``--reward-model``: the loaded scorer, recorded in the manifest (a run scored by
+    another reward model is refused)."""
+    if config.reward is None:
+        return None
+    from qwen_math.scoring.runs import check_same_scorer, load_scorer
+
+    scorer = load_scorer(config.reward)
+    try:
+        check_same_scorer(layout.root, (previous or {}).get("reward_model"), scorer.manifest)
+    except BaseException:
+        scorer.close()
+        raise
+    manifest["reward_model"] = scorer.manifest
+    return scorer
+
+
 def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, manifest: dict, *,
-                backend: Any, sandbox_pool: Any, grader: Any) -> DatasetResult:
+                backend: Any, sandbox_pool: Any, grader: Any, scorer: Any = None) -> DatasetResult:
     """Generate the missing samples of one dataset, appending each as it completes."""
     from qwen_math.runs.views import write_dataset_views
 
@@ -534,6 +557,7 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     if len(done) < len(wanted):
         log.info("%s: %d of %d samples already written; generating %d",
                  dataset.name, len(done), len(wanted), len(wanted) - len(done))
+    rewards = reward_writer(scorer, path, config.sampling.n, done)
     with RunProgress(dataset.name, total_samples=len(wanted), n=config.sampling.n,
                      enabled=config.progress, interval_s=config.progress_interval_s,
                      tokens=live_token_counter(backend),
@@ -549,6 +573,8 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                                                   sandbox_pool=sandbox_pool, grader=grader):
                     done[(record.idx, record.sample)] = record
                     progress.add(record)
+                    if rewards is not None:
+                        rewards.add(record)
             except KeyboardInterrupt:
                 raise PartialRun(
                     f"interrupted: {len(done)} of {len(wanted)} samples of {dataset.name} are "
@@ -560,6 +586,9 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
     if missing:
         raise PartialRun(f"{dataset.name}: generation ended with {len(missing)} samples missing; "
                          "rerun the same command to resume")
+    if rewards is not None:
+        rewards.finish(done.values())
+        done = {key: r for key, r in load_samples(path).items() if key in wanted}
     # 3) the views
     records = [done[key] for key in sorted(done)]
     metrics = write_dataset_views(layout, dataset.name, records, dataset.problems,
@@ -567,6 +596,14 @@ def run_dataset(config: EvalConfig, layout: RunLayout, dataset: LoadedDataset, m
                                   wall_duration_s=manifest["generation_duration_s"].get(dataset.name))
     return DatasetResult(dataset.name, len(dataset.problems), len(done) - resumed, resumed,
                          dataset.excluded_no_gold, metrics)
+
+
+def reward_writer(scorer: Any, path: Path, n: int, done: Mapping[tuple[int, int], SampleRecord]) -> Any:
+    if scorer is None:
+        return None
+    from qwen_math.scoring.store import ProblemScorer, rewards_path
+
+    return ProblemScorer(rewards_path(path), scorer.scorer, scorer.revision, n, done)
 
 
 def generate_and_append(config: EvalConfig, dataset: LoadedDataset, path: Path,

@@ -5,6 +5,8 @@ Layout of ``--output-dir DIR`` (the run directory itself)::
     DIR/manifest.json              configuration, versions, host, checksums, fingerprint
     DIR/metrics.json               {"datasets": {name: <that dataset's metrics.json>}}
     DIR/<dataset>/samples.jsonl    one SampleRecord per (problem, sample), append-only
+    DIR/<dataset>/rewards.jsonl    reward-model scores per (problem, sample), append-only
+                                   (``qwen-math score``; merged into the records on load)
     DIR/<dataset>/problems.jsonl   the official view: idx, question, gt, code[], pred[], score[]
     DIR/<dataset>/metrics.json     acc, maj@k, pass@k, intervals, breakdowns, run counters
     DIR/report/                    report.html and the PNG plots (``qwen-math report --html``)
@@ -140,7 +142,9 @@ def load_samples(path: Path, *, repair: bool = False) -> dict[tuple[int, int], S
             log.warning("%s:%d: repeats problem %d sample %d; keeping the first", path, number, *key)
             continue
         records[key] = record
-    return records
+    from qwen_math.scoring.store import load_rewards, rewards_path, with_rewards
+
+    return with_rewards(records, load_rewards(rewards_path(path)))
 
 
 def run_datasets(manifest: dict) -> list[str]:

@@ -58,12 +58,14 @@ def problem_rows(records: Iterable[SampleRecord], problems: Sequence[Any] | None
             "maj_pred": winner,
             "maj_score": winner is not None and any(
                 bool(r.correct) for r in samples if r.answer == winner),
+            **({"pred_score": [[r.reward] for r in samples]}
+               if all(r.reward is not None for r in samples) else {}),
         })
     return rows
 
 
 OFFICIAL_KEYS = frozenset({"idx", "question", "gt", "code", "pred", "score", "problem_id",
-                           "finish_reason", "maj_pred", "maj_score"})
+                           "finish_reason", "maj_pred", "maj_score", "pred_score"})
 
 
 def majority_correct(row: Mapping[str, Any]) -> bool:
