@@ -850,8 +850,8 @@ def asgi_app(app: App) -> Any:
                 return error_response(as_api_error(exc))
             if isinstance(result, dict):
                 return JSONResponse(result)
-            return StreamingResponse(sse(result), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(sse(result), headers={"Content-Type": "text/event-stream",
+                                                           "Cache-Control": "no-cache"})
         return endpoint
 
     async def not_found(request: Any, exc: Exception) -> Any:

@@ -172,7 +172,8 @@ def test_streaming_from_the_real_server(server):
     assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
     events = [line[6:] for line in text.split("\n\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
-    assert sorted(json.loads(e)["choices"][0]["index"] for e in events[:-1]) == [0, 1]
+    # text deltas as tokens are sampled: several chunks per sample, both samples present
+    assert {json.loads(e)["choices"][0]["index"] for e in events[:-1]} == {0, 1}
 
 
 # --- failures: storms, restarts, timeouts ----------------------------------------------------------------
