@@ -140,8 +140,12 @@ class EngineLoop:
         self._thread.start()
 
     def stop(self) -> None:
-        self._inbox.put(None)
+        self.request_stop()
         self._thread.join(timeout=30)
+
+    def request_stop(self) -> None:
+        """Ask the engine thread to fail what is in flight and end (without waiting for it)."""
+        self._inbox.put(None)
 
     @property
     def admitted(self) -> int:
@@ -886,6 +890,7 @@ class Server:
             timeout_graceful_shutdown=5,
         )
         self.uvicorn = uvicorn_server_class()(config)
+        self.uvicorn.on_exit = app.engine.request_stop  # open streams end at once, then uvicorn stops
         self._serving = threading.Event()
         self._stopped = threading.Event()
 
@@ -904,6 +909,7 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask uvicorn to stop and wait until it has (when it is serving)."""
+        self.app.engine.request_stop()
         self.uvicorn.should_exit = True
         if self._serving.is_set():
             self._stopped.wait(timeout)
@@ -913,8 +919,16 @@ def uvicorn_server_class() -> type:
     import uvicorn
 
     class QuietSignalsServer(uvicorn.Server):
-        """uvicorn, but a SIGINT/SIGTERM only asks it to stop: the signal is not re-raised after
-        shutdown (uvicorn's default), so ``qwen-math serve`` can exit 0 after a clean stop."""
+        """uvicorn, but a SIGINT/SIGTERM only asks it to stop: ``on_exit`` runs first (the engine
+        ends open streams), and the signal is not re-raised after shutdown (uvicorn's default), so
+        ``qwen-math serve`` can exit 0 after a clean stop."""
+
+        on_exit: Callable[[], None] | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.on_exit is not None:
+                self.on_exit()
+            super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
