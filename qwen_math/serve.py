@@ -742,8 +742,9 @@ def turn_event(trajectory: Any, turn: Any, executed: bool) -> dict[str, Any]:
     """A ``/v1/solve`` stream event: a turn's generated text, or its program's output."""
     sample = getattr(trajectory, "sample", None)
     if executed:
-        return {"object": "solve.output", "sample": sample, "output": turn.appended, "status": turn.status}
-    return {"object": "solve.turn", "sample": sample, "text": turn.text, "code": turn.code}
+        return {"object": "solve.output", "sample": sample, "code": turn.code, "output": turn.appended,
+                "status": turn.status}
+    return {"object": "solve.turn", "sample": sample, "text": turn.text}
 
 
 @dataclass(frozen=True)

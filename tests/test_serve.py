@@ -465,6 +465,29 @@ def test_solve_executes_code_server_side(tmp_path):
     assert first["code"].strip() == "print(6*7)" and first["output"].strip() == "42"
 
 
+def test_solve_streams_turns_and_program_outputs(tmp_path):
+    from qwen_math.backends.scripted import ScriptedBackend, read_script
+    from qwen_math.tokenizer import load_offline_tokenizer
+
+    script = tmp_path / "script.jsonl"
+    script.write_text(json.dumps([
+        "Compute it.\n```python\nprint(6*7)\n```\n```output", "The answer is $\\boxed{42}$."]) + "\n")
+    serving = Serving(ScriptedBackend(read_script(script), tokenizer=load_offline_tokenizer()))
+    try:
+        status, headers, text = serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir",
+                                                           "stream": True})
+    finally:
+        serving.close()
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    chunks, done = events(text)
+    assert done
+    # the first turn, its program's output, the second turn, then the whole solution
+    assert [c["object"] for c in chunks] == ["solve.turn", "solve.output", "solve.turn", "solution"]
+    assert "```python" in chunks[0]["text"]
+    assert chunks[1]["code"].strip() == "print(6*7)" and "42" in chunks[1]["output"]
+    assert chunks[-1]["answer"] == "42"
+
+
 # --- pure request parsing ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "body, temperature, top_p, max_tokens",
