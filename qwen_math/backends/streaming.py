@@ -86,3 +86,62 @@ class TextDeltas:
             return ""
         delta, self.sent = completion.text[len(self.sent):], completion.text
         return delta
+
+
+class StreamingView:
+    """A ``Backend`` in front of another that reports text as it is sampled.
+
+    ``on_delta(request_id, tokens, text)`` is called with each step's new token count and the
+    text now safe to show (stop strings held back), and once more when the request completes
+    with the rest of its text, so the pieces of a request add up to its completion. Backends
+    without a token listener report each completion in one piece. Used by ``solve`` on a
+    terminal; the strategies see an ordinary backend.
+    """
+
+    def __init__(self, backend: Any, on_delta: Callable[[str, int, str], None]) -> None:
+        self.backend = backend
+        self.on_delta = on_delta
+        self.name = backend.name
+        self.context_window = backend.context_window
+        self.tokenizer = backend.tokenizer
+        self._deltas: dict[str, TextDeltas] = {}
+        tokenizer = backend.tokenizer
+        self._decode = ((lambda ids: tokenizer.decode(list(ids), skip_special_tokens=False))
+                        if tokenizer is not None else (lambda ids: ""))
+        if can_stream(backend):
+            backend.set_token_listener(self._on_tokens)
+
+    def _on_tokens(self, pairs: list[tuple[str, int]]) -> None:
+        for request_id, token in pairs:
+            deltas = self._deltas.get(request_id)
+            if deltas is not None:
+                self.on_delta(request_id, 1, deltas.feed((token,)))
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def add_request(self, request: Any) -> None:
+        self._deltas[request.request_id] = TextDeltas(self._decode, request.sampling.stop)
+        self.backend.add_request(request)
+
+    def step(self) -> list[Completion]:
+        finished = self.backend.step()
+        for completion in finished:
+            deltas = self._deltas.pop(completion.request_id, None)
+            if deltas is not None:
+                self.on_delta(completion.request_id, completion.completion_tokens - len(deltas.ids),
+                              deltas.finish(completion))
+        return finished
+
+    def has_unfinished(self) -> bool:
+        return self.backend.has_unfinished()
+
+    def generate(self, requests: Sequence[Any]) -> list[Completion]:
+        from qwen_math.backends.base import run_to_completion
+
+        return run_to_completion(self, requests)
+
+    def close(self) -> None:
+        """Detach from the backend (which the caller still owns and closes)."""
+        if can_stream(self.backend):
+            self.backend.set_token_listener(None)
