@@ -52,6 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -581,6 +582,7 @@ class App:
         self.backend = backend
         self.engine = EngineLoop(backend, max_queue=config.max_queue)
         self.sandbox_pool = sandbox_pool()  # /v1/solve's code runs here (driver started on first use)
+        self.solve_threads = ThreadPoolExecutor(max_workers=config.max_queue, thread_name_prefix="solve")
         self._rng = random.Random()  # seeds for requests without one
         self._rng_lock = threading.Lock()
         tokenizer = backend.tokenizer
@@ -697,7 +699,7 @@ class App:
         session = self.engine.open_session(options["sampling"].n)
         if stream:
             return self.solve_stream(session, options)
-        worker = asyncio.ensure_future(asyncio.to_thread(self.run_solve, session, options, None))
+        worker = self.solve_in_thread(session, options, None)
         try:
             while not worker.done():
                 await asyncio.wait({worker}, timeout=DISCONNECT_POLL_S)
@@ -717,7 +719,7 @@ class App:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(events.put_nowait, event)
 
-        worker = asyncio.ensure_future(asyncio.to_thread(self.run_solve, session, options, on_turn))
+        worker = self.solve_in_thread(session, options, on_turn)
         worker.add_done_callback(lambda _: events.put_nowait(None))
         try:
             while (event := await events.get()) is not None:
@@ -725,6 +727,14 @@ class App:
             yield worker.result()
         finally:
             session.close()
+
+    def solve_in_thread(self, session: EngineSession, options: dict[str, Any], on_turn: Any) -> asyncio.Future:
+        """``run_solve`` on a solve thread (one per admitted solve at most, so none waits on
+        another's sandbox calls); a solve cancelled by its client ends with ``Cancelled``."""
+        worker = asyncio.get_running_loop().run_in_executor(self.solve_threads, self.run_solve,
+                                                             session, options, on_turn)
+        worker.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
+        return worker
 
     def run_solve(self, session: EngineSession, options: dict[str, Any], on_turn: Any) -> dict[str, Any]:
         from qwen_math.solve import solve
@@ -985,6 +995,7 @@ def shutdown(server: Server) -> None:
     """Stop serving (if it still is), fail what is in flight, stop the engine, release the port."""
     server.stop()
     server.app.engine.stop()
+    server.app.solve_threads.shutdown(wait=False, cancel_futures=True)
     server.app.sandbox_pool.close()
     server.socket.close()
 

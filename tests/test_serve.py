@@ -292,13 +292,17 @@ def test_a_client_that_disconnects_frees_its_slot(served):
         time.sleep(0.02)
 
 
-def test_a_waiting_client_that_disconnects_frees_its_slot(served):
+@pytest.mark.parametrize("path, body", [
     # without streaming too: the server notices the closed connection while it waits
+    ("/v1/completions", {"prompt": CHAT, "max_tokens": 4000, "temperature": 1.0, "seed": 8}),
+    # a whole solve: its samples leave the engine, the solve thread ends
+    ("/v1/solve", {"problem": "What is 2+2?", "n": 2, "max_tokens": 4000, "seed": 8}),
+])
+def test_a_waiting_client_that_disconnects_frees_its_slot(served, path, body):
     conn = http.client.HTTPConnection(served.host, served.port, timeout=60)
-    conn.request("POST", "/v1/completions", body=json.dumps(
-        {"prompt": CHAT, "max_tokens": 4000, "temperature": 1.0, "seed": 8}))
+    conn.request("POST", path, body=json.dumps(body))
     deadline = time.monotonic() + 10
-    while admitted(served) != 1:
+    while admitted(served) != body.get("n", 1):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     conn.sock.shutdown(2)
