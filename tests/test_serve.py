@@ -451,37 +451,30 @@ def test_solve_runs_a_whole_solution(served, hf_backend, mode):
     assert response["votes"] == dict(local.votes)
 
 
-def test_solve_executes_code_server_side(tmp_path):
+def solve_scripted_tir(tmp_path, **fields):
+    """POST /v1/solve to a server whose backend writes one program (print(6*7)), then answers."""
     from qwen_math.backends.scripted import ScriptedBackend, read_script
+    from qwen_math.tokenizer import load_offline_tokenizer
 
     script = tmp_path / "script.jsonl"
     script.write_text(json.dumps([
         "Compute it.\n```python\nprint(6*7)\n```\n```output", "The answer is $\\boxed{42}$."]) + "\n")
-    from qwen_math.tokenizer import load_offline_tokenizer
-
     serving = Serving(ScriptedBackend(read_script(script), tokenizer=load_offline_tokenizer()))
     try:
-        status, _, body = serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir"})
+        return serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir", **fields})
     finally:
         serving.close()
+
+
+def test_solve_executes_code_server_side(tmp_path):
+    status, _, body = solve_scripted_tir(tmp_path)
     assert status == 200 and body["answer"] == "42"
     [first, _] = body["samples"][0]["turns"]
     assert first["code"].strip() == "print(6*7)" and first["output"].strip() == "42"
 
 
 def test_solve_streams_turns_and_program_outputs(tmp_path):
-    from qwen_math.backends.scripted import ScriptedBackend, read_script
-    from qwen_math.tokenizer import load_offline_tokenizer
-
-    script = tmp_path / "script.jsonl"
-    script.write_text(json.dumps([
-        "Compute it.\n```python\nprint(6*7)\n```\n```output", "The answer is $\\boxed{42}$."]) + "\n")
-    serving = Serving(ScriptedBackend(read_script(script), tokenizer=load_offline_tokenizer()))
-    try:
-        status, headers, text = serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir",
-                                                           "stream": True})
-    finally:
-        serving.close()
+    status, headers, text = solve_scripted_tir(tmp_path, stream=True)
     assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
     chunks, done = events(text)
     assert done
