@@ -57,7 +57,7 @@ class Serving:
             payload = response.read()
             kind = response.getheader("Content-Type", "")
             parsed = json.loads(payload) if kind.startswith("application/json") else payload.decode()
-            return response.status, dict(response.getheaders()), parsed
+            return response.status, response.headers, parsed
         finally:
             conn.close()
 
@@ -193,11 +193,16 @@ def test_streaming_completions(served):
     _, _, whole = served.post("/v1/completions", body)
     status, headers, text = served.post("/v1/completions", {**body, "stream": True,
                                                             "stream_options": {"include_usage": True}})
-    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
     chunks, done = events(text)
     assert done
-    texts = {c["choices"][0]["index"]: c["choices"][0]["text"] for c in chunks if c["choices"]}
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["text"]
     assert texts == {c["index"]: c["text"] for c in whole["choices"]}
+    last = {c["choices"][0]["index"]: c["choices"][0] for c in chunks if c["choices"]}
+    assert [last[i]["finish_reason"] for i in (0, 1)] == [c["finish_reason"] for c in whole["choices"]]
     assert chunks[-1]["usage"] == whole["usage"]
 
 
@@ -207,6 +212,105 @@ def test_streaming_chat(served):
     chunks, done = events(text)
     assert done and chunks[0]["object"] == "chat.completion.chunk"
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+
+
+def stream_chunks(served, body):
+    """POST a streaming request; the (arrival time, event) of each SSE chunk and the total time."""
+    conn = http.client.HTTPConnection(served.host, served.port, timeout=120)
+    started = time.monotonic()
+    conn.request("POST", "/v1/completions", body=json.dumps({**body, "stream": True}))
+    response = conn.getresponse()
+    assert response.status == 200
+    arrived = []
+    for line in response:
+        if line.startswith(b"data: ") and line.strip() != b"data: [DONE]":
+            arrived.append((time.monotonic() - started, json.loads(line[len(b"data: "):])))
+    total = time.monotonic() - started
+    conn.close()
+    return arrived, total
+
+
+def test_tokens_stream_as_they_are_sampled(served):
+    # the done-when case: 256 tokens, the first chunk early, many chunks, the same text
+    body = {"prompt": CHAT, "max_tokens": 256, "temperature": 1.0, "seed": 7}
+    _, _, whole = served.post("/v1/completions", body)
+    [expected] = whole["choices"]
+    assert whole["usage"]["completion_tokens"] >= 64, "pick a seed that does not end at once"
+    arrived, total = stream_chunks(served, body)
+    first_at = arrived[0][0]
+    assert first_at < 0.25 * total, f"first chunk at {first_at:.3f} s of {total:.3f} s"
+    assert len(arrived) >= 8
+    assert "".join(event["choices"][0]["text"] for _, event in arrived) == expected["text"]
+    assert arrived[-1][1]["choices"][0]["finish_reason"] == expected["finish_reason"]
+
+
+def test_a_stop_string_is_never_streamed(served):
+    body = {"prompt": CHAT, "max_tokens": 48, "temperature": 1.0, "seed": 7}
+    free = served.post("/v1/completions", body)[2]["choices"][0]["text"]
+    stop = free[20:23]
+    if len(stop) < 3 or not stop.strip():
+        pytest.skip("the random model's text has no usable stop string")
+    arrived, _ = stream_chunks(served, {**body, "stop": [stop]})
+    pieces = [event["choices"][0]["text"] for _, event in arrived]
+    assert "".join(pieces) == free[:free.index(stop)]
+    assert arrived[-1][1]["choices"][0]["stop_reason"] == stop
+
+
+def test_openai_sdk_consumes_the_streams(served):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0)
+    whole = client.completions.create(model="tiny", prompt=CHAT, max_tokens=40, temperature=1.0, seed=3)
+    stream = client.completions.create(model="tiny", prompt=CHAT, max_tokens=40, temperature=1.0, seed=3,
+                                       stream=True)
+    chunks = list(stream)
+    assert len(chunks) > 1
+    assert "".join(chunk.choices[0].text for chunk in chunks) == whole.choices[0].text
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, seed=1)
+    streamed = client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, seed=1,
+                                              stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    assert text == reply.choices[0].message.content
+
+
+def admitted(served) -> int:
+    return served.request("GET", "/health")[2]["samples_admitted"]
+
+
+def test_a_client_that_disconnects_frees_its_slot(served):
+    conn = http.client.HTTPConnection(served.host, served.port, timeout=60)
+    conn.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": CHAT, "max_tokens": 4000, "temperature": 1.0, "seed": 7, "stream": True}))
+    response = conn.getresponse()
+    assert response.readline().startswith(b"data: ")  # decoding has started
+    assert admitted(served) == 1
+    conn.sock.shutdown(2)  # the client goes away mid-stream
+    conn.close()
+    gone = time.monotonic()
+    while admitted(served) != 0:
+        assert time.monotonic() - gone < 1.0, "the slot was not freed within 1 s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("path, body", [
+    # without streaming too: the server notices the closed connection while it waits
+    ("/v1/completions", {"prompt": CHAT, "max_tokens": 4000, "temperature": 1.0, "seed": 8}),
+    # a whole solve: its samples leave the engine, the solve thread ends
+    ("/v1/solve", {"problem": "What is 2+2?", "n": 2, "max_tokens": 4000, "seed": 8}),
+])
+def test_a_waiting_client_that_disconnects_frees_its_slot(served, path, body):
+    conn = http.client.HTTPConnection(served.host, served.port, timeout=60)
+    conn.request("POST", path, body=json.dumps(body))
+    deadline = time.monotonic() + 10
+    while admitted(served) != body.get("n", 1):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    conn.sock.shutdown(2)
+    conn.close()
+    gone = time.monotonic()
+    while admitted(served) != 0:
+        assert time.monotonic() - gone < 1.0, "the slot was not freed within 1 s"
+        time.sleep(0.02)
 
 
 # --- errors and limits -----------------------------------------------------------------------------
@@ -256,15 +360,23 @@ def test_bad_bodies(served, raw, headers, status, message):
     assert got == status and message in response["error"]["message"]
 
 
-def test_body_without_length_is_refused(served):
-    conn = http.client.HTTPConnection(served.host, served.port, timeout=10)
-    conn.putrequest("POST", "/v1/completions")
-    conn.putheader("Transfer-Encoding", "chunked")
-    conn.endheaders()
-    conn.send(b"0\r\n\r\n")
-    response = conn.getresponse()
-    assert response.status == 411
-    conn.close()
+def chunked_post(served, pieces):
+    conn = http.client.HTTPConnection(served.host, served.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/completions", body=iter(pieces), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_are_read_within_the_limit(served):
+    # a body without Content-Length is counted as it arrives: small ones work, big ones get 413
+    status, body = chunked_post(served, [json.dumps({"prompt": CHAT, "max_tokens": 2}).encode()])
+    assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length")
+    status, body = chunked_post(served, [b"x" * 20_000] * 4)
+    assert status == 413 and "exceeds the limit of 64,000 bytes" in body["error"]["message"]
 
 
 def test_health(served):
@@ -292,7 +404,7 @@ def test_full_queue_answers_429_and_loses_nothing(gated):
     assert serving.post("/v1/completions", {"prompt": "late", "max_tokens": 2})[0] == 200
 
 
-def test_connections_beyond_the_limit_get_429(gated):
+def test_connections_beyond_the_limit_get_503(gated):
     serving, _ = gated
     idle = []
     for _ in range(8):  # hold every connection slot with idle keep-alive connections
@@ -300,8 +412,8 @@ def test_connections_beyond_the_limit_get_429(gated):
         conn.connect()
         idle.append(conn)
     time.sleep(0.2)
-    status, _, body = serving.request("GET", "/health")
-    assert status == 429 and "too many connections" in body["error"]["message"]
+    status, _, _ = serving.request("GET", "/health")
+    assert status == 503  # uvicorn's limit_concurrency
     for conn in idle:
         conn.close()
     deadline = time.monotonic() + 10
@@ -339,22 +451,38 @@ def test_solve_runs_a_whole_solution(served, hf_backend, mode):
     assert response["votes"] == dict(local.votes)
 
 
-def test_solve_executes_code_server_side(tmp_path):
+def solve_scripted_tir(tmp_path, **fields):
+    """POST /v1/solve to a server whose backend writes one program (print(6*7)), then answers."""
     from qwen_math.backends.scripted import ScriptedBackend, read_script
+    from qwen_math.tokenizer import load_offline_tokenizer
 
     script = tmp_path / "script.jsonl"
     script.write_text(json.dumps([
         "Compute it.\n```python\nprint(6*7)\n```\n```output", "The answer is $\\boxed{42}$."]) + "\n")
-    from qwen_math.tokenizer import load_offline_tokenizer
-
     serving = Serving(ScriptedBackend(read_script(script), tokenizer=load_offline_tokenizer()))
     try:
-        status, _, body = serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir"})
+        return serving.post("/v1/solve", {"problem": "What is 6 times 7?", "mode": "tir", **fields})
     finally:
         serving.close()
+
+
+def test_solve_executes_code_server_side(tmp_path):
+    status, _, body = solve_scripted_tir(tmp_path)
     assert status == 200 and body["answer"] == "42"
     [first, _] = body["samples"][0]["turns"]
     assert first["code"].strip() == "print(6*7)" and first["output"].strip() == "42"
+
+
+def test_solve_streams_turns_and_program_outputs(tmp_path):
+    status, headers, text = solve_scripted_tir(tmp_path, stream=True)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    chunks, done = events(text)
+    assert done
+    # the first turn, its program's output, the second turn, then the whole solution
+    assert [c["object"] for c in chunks] == ["solve.turn", "solve.output", "solve.turn", "solution"]
+    assert "```python" in chunks[0]["text"]
+    assert chunks[1]["code"].strip() == "print(6*7)" and "42" in chunks[1]["output"]
+    assert chunks[-1]["answer"] == "42"
 
 
 # --- pure request parsing ---------------------------------------------------------------------------

@@ -206,6 +206,46 @@ def test_aborted_output_is_an_error():
         completion_from_output("r1", output("", [], "abort"), prompt_tokens=1)
 
 
+class ScriptedLLMEngine:
+    """vLLM's ``LLMEngine`` as the local engine sees it: cumulative outputs per step, aborts."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.aborted = []
+
+    def step(self):
+        return self.steps.pop(0)
+
+    def abort_request(self, request_ids):
+        self.aborted.extend(request_ids)
+
+
+def request_output(request_id, ids, finished=False):
+    finish = "length" if finished else None
+    return SimpleNamespace(request_id=request_id, finished=finished,
+                           outputs=[output("t" * len(ids), ids, finish)])
+
+
+def test_local_engine_streams_new_tokens_and_aborts():
+    from qwen_math.backends.vllm import LocalEngine
+
+    engine = LocalEngine.__new__(LocalEngine)  # no vLLM here: only the step bookkeeping
+    engine._engine = ScriptedLLMEngine([
+        [request_output("a", [1]), request_output("b", [7, 8])],  # several tokens in one step
+        [request_output("a", [1, 2, 3]), request_output("b", [7, 8, 9], finished=True)],
+    ])
+    engine._prompt_tokens = {"a": 4, "b": 5}
+    engine._streamed = {}
+    seen = []
+    engine.token_listener = seen.append
+    assert engine.step() == []
+    [done] = engine.step()
+    # each token once; a finished request's tokens come with its completion instead
+    assert seen == [[("a", 1), ("b", 7), ("b", 8)], [("a", 2), ("a", 3)]]
+    assert done.request_id == "b" and done.completion_tokens == 3
+    assert engine.abort("a") and engine._engine.aborted == ["a"] and not engine.abort("a")
+
+
 def test_stop_token_ids_from_generation_config(tmp_path):
     (tmp_path / "generation_config.json").write_text('{"eos_token_id": [151645, 151643]}')
     tokenizer = SimpleNamespace(eos_token_id=151645)

@@ -109,6 +109,16 @@ class HFBackend:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         return run_to_completion(self, requests)
 
+    # -- streaming and cancellation (see qwen_math.backends.streaming) ---------------------
+
+    def set_token_listener(self, listener: Any) -> None:
+        """``listener(pairs)`` gets each step's ``(request_id, token_id)`` of unfinished requests."""
+        self.engine.on_tokens = listener
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a queued or running request now and free its slot (no completion comes)."""
+        return self.engine.abort(request_id)
+
     def close(self) -> None:
         self.engine = None
         self.model = None

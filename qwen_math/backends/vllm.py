@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,8 @@ class LocalEngine:
         self._llm = vllm.LLM(**kwargs)
         self._engine = self._llm.llm_engine
         self._prompt_tokens: dict[str, int] = {}
+        self._streamed: dict[str, int] = {}  # tokens already handed to the listener
+        self.token_listener: Callable[[list[tuple[str, int]]], None] | None = None
 
     @property
     def max_model_len(self) -> int:
@@ -233,13 +235,37 @@ class LocalEngine:
     def step(self) -> list[Completion]:
         """One engine step; the requests that finished in it."""
         finished = []
-        for output in self._engine.step():
+        outputs = self._engine.step()
+        for output in outputs:
             if output.finished:
+                self._streamed.pop(output.request_id, None)
                 prompt_tokens = self._prompt_tokens.pop(output.request_id)
                 finished.append(
                     completion_from_output(output.request_id, output.outputs[0], prompt_tokens=prompt_tokens)
                 )
+        if self.token_listener is not None:
+            self._emit_tokens(outputs)
         return finished
+
+    def _emit_tokens(self, outputs: Sequence[Any]) -> None:
+        """New token ids of unfinished requests (vLLM's outputs are cumulative) to the listener."""
+        pairs = []
+        for output in outputs:
+            if output.finished or not output.outputs:
+                continue
+            ids = output.outputs[0].token_ids
+            seen = self._streamed.get(output.request_id, 0)
+            pairs.extend((output.request_id, int(token)) for token in ids[seen:])
+            self._streamed[output.request_id] = len(ids)
+        if pairs:
+            self.token_listener(pairs)
+
+    def abort(self, request_id: str) -> bool:
+        if self._prompt_tokens.pop(request_id, None) is None:
+            return False
+        self._streamed.pop(request_id, None)
+        self._engine.abort_request([request_id])
+        return True
 
 
 def serve_engine(devices: str, kwargs: dict[str, Any], conn: Any) -> None:
@@ -466,6 +492,16 @@ class VLLMBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         return run_to_completion(self, requests)
+
+    # -- streaming and cancellation (one local engine; data-parallel workers report whole
+    # completions and run aborted requests to the end) -------------------------------------
+
+    def set_token_listener(self, listener: Callable[[list[tuple[str, int]]], None] | None) -> None:
+        if self.local is not None:
+            self.local.token_listener = listener
+
+    def abort(self, request_id: str) -> bool:
+        return self.local.abort(request_id) if self.local is not None else False
 
     def close(self) -> None:
         for worker in self.workers:

@@ -4,7 +4,9 @@ Serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` (both with 
 and ``/v1/solve`` (a whole CoT/PoT/TIR solve, sandbox server-side) on 127.0.0.1:8000 by
 default; ``--port 0`` picks a free port. Once listening it prints one line to stdout,
 ``serving MODEL on http://HOST:PORT/v1``, so scripts can wait for it. Ctrl-C or SIGTERM stop
-it cleanly (exit 0). Any client of the OpenAI API works, ``qwen-math eval --backend openai
+it cleanly: uvicorn finishes its graceful stop, requests still decoding are failed, the
+engine and the sandbox stop, and the exit status is 0. Needs the ``serve`` extra (Starlette,
+uvicorn): ``pip install 'qwen-math[serve]'``. Any client of the OpenAI API works, ``qwen-math eval --backend openai
 --base-url http://127.0.0.1:8000/v1 --model MODEL`` included.
 """
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import signal
 
 from qwen_math.commands import flags
 
@@ -38,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help=f"samples queued or decoding before 429 (default {defaults.max_queue})")
     group.add_argument("--max-connections", dest="max_connections", type=int,
                        default=defaults.max_connections,
-                       help=f"connections served at once before 429 (default {defaults.max_connections})")
+                       help=f"connections served at once before 503 (default {defaults.max_connections})")
     group.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, default=defaults.max_body_bytes,
                        help=f"largest request body accepted (default {defaults.max_body_bytes:,})")
     group.add_argument("--tir-protocol", dest="tir_protocol", default=defaults.tir_protocol,
@@ -48,7 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qwen_math.backends.base import get_backend_class
-    from qwen_math.serve import ServeConfig, check_listen_address, shutdown
+    from qwen_math.serve import ServeConfig, check_listen_address, check_server_installed, shutdown
 
     config = ServeConfig(
         model_name=args.served_model_name or args.model, host=args.host, port=args.port,
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if not 0 <= args.port <= 65535:
         raise_usage(f"--port must be in 0..65535, got {args.port}")
-    check_listen_address(args.host, args.port)  # before the model loads
+    check_server_installed()  # before the model loads
+    check_listen_address(args.host, args.port)
     if not is_loopback(args.host):
         log.warning("serving on %s: anyone who can reach it can run code through /v1/solve; "
                     "put it behind authentication", args.host)
@@ -67,13 +69,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = bind(backend, config)
         print(f"serving {config.model_name} on {server.url}", flush=True)
-        previous = signal.signal(signal.SIGTERM, raise_interrupt)
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
+            server.serve_forever()  # until SIGINT or SIGTERM (uvicorn's graceful stop)
             log.info("stopping")
         finally:
-            signal.signal(signal.SIGTERM, previous)
             shutdown(server)
     finally:
         backend.close()
@@ -89,10 +88,6 @@ def bind(backend, config):  # -> qwen_math.serve.Server
         return make_server(backend, config)
     except OSError as exc:
         raise EnvironmentUnavailable(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-
-
-def raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def is_loopback(host: str) -> bool:

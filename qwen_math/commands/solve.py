@@ -3,9 +3,11 @@
 The problem comes from the argument, from a file (``@FILE`` or ``--file FILE``) or from stdin
 (``-``). Prints the answer and the vote table; ``--show-trace`` adds every sample's trace (its
 turns, code, execution status and output); ``--json`` prints one JSON object
-``{"answer": ..., "votes": {answer: count}, "samples": [...]}`` instead. With one sample on a
-terminal the trace streams turn by turn as it is generated; otherwise stderr shows samples done,
-generated tokens, tokens/s and an ETA (every second on a terminal, every 10 s otherwise).
+``{"answer": ..., "votes": {answer: count}, "samples": [...]}`` instead. On a terminal, one
+sample's trace streams token by token as it is sampled (program outputs as they run), and
+several samples show a live line each on stderr (tokens, tokens/s, tool calls):
+``qwen_math.live_solve``. Otherwise stderr shows samples done, generated tokens, tokens/s and
+an ETA (a plain line every 10 s).
 
 Examples:
   qwen-math solve "What is the sum of the first 100 positive integers?"
@@ -66,14 +68,24 @@ def run(args: argparse.Namespace) -> int:
 
         options = replace(options, model=str(resolve_checkpoint(args.model)))
     backend = backend_class.create(options)
-    # 3) sample, streaming one sample's turns on a terminal
-    stream = sampling.n == 1 and not args.json and sys.stdout.isatty()
+    # 3) sample; on a terminal: one sample's tokens as they come, or a live line per sample
+    from qwen_math.backends.streaming import StreamingView
+    from qwen_math.live_solve import TraceStream, live_display
+
+    display = live_display(sampling.n, json_output=args.json, quiet=getattr(args, "quiet", False),
+                           stdout=sys.stdout, stderr=sys.stderr, safe=terminal_safe)
+    stream = isinstance(display, TraceStream)
+    view = StreamingView(backend, display.on_delta) if display is not None else backend
     try:
-        with solve_progress(backend, request, enabled=not stream) as progress:
-            solution = solve(request.problem, backend=backend, on_turn=print_turn_live if stream else None,
+        with solve_progress(backend, request, enabled=display is None) as progress:
+            solution = solve(request.problem, backend=view,
+                             on_turn=display.on_turn if display is not None else None,
                              on_sample=lambda sample: progress.sample_done(sample.completion_tokens),
                              **request.solve_kwargs())
     finally:
+        if display is not None:
+            display.close()
+            view.close()
         backend.close()
     # 4) report
     if args.json:
@@ -156,16 +168,6 @@ def terminal_safe(text: str) -> str:
 
 def show(text: str, **kwargs) -> None:
     print(terminal_safe(text), **kwargs)
-
-
-def print_turn_live(trajectory, turn, executed: bool) -> None:
-    """Streaming: a turn's text when it is generated, its program's result when it has run."""
-    if executed:
-        show(turn.appended, end="", flush=True)
-        if turn.status and turn.status != "ok":
-            print(f"[cell {turn.status}]", flush=True)
-    else:
-        show(turn.text, end="", flush=True)
 
 
 def print_trace(sample) -> None:

@@ -145,6 +145,9 @@ class Engine:
         self._clock = 0
         self._row_chunk = 16 if self.device.type == "cpu" else None
         self._graphs = None
+        # streaming (optional): called once per step with (request_id, token) for every row
+        # that sampled a token and is still running; finished rows come back from ``step``
+        self.on_tokens: Callable[[list[tuple[str, int]]], None] | None = None
         if usable < self.cache.slots:
             self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1)
 
@@ -320,6 +323,8 @@ class Engine:
             if finish is not None:
                 finished.append(self._release(row, finish))
         self._update_peaks()
+        if self.on_tokens is not None:
+            self._emit_tokens(ready, tokens, finished)
         return finished
 
     def _release(self, row: Row, finish: Finish) -> EngineResult:
@@ -330,6 +335,32 @@ class Engine:
             slot.parked_key = row.request.cache_key
             slot.parked_at = self._clock
         return EngineResult(row.request.request_id, finish, len(row.request.prompt_ids), row.reused)
+
+    # -- streaming and cancellation (optional; outside the decode path) ----------------------
+
+    def _emit_tokens(self, ready: list[Row], tokens: list[int], finished: list[EngineResult]) -> None:
+        """Hand this step's sampled ids (the list from the one host transfer) to ``on_tokens``."""
+        done = {result.request_id for result in finished}
+        pairs = [(row.request.request_id, token) for row, token in zip(ready, tokens, strict=True)
+                 if row.request.request_id not in done]
+        if pairs:
+            self.on_tokens(pairs)
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a waiting or running request and free its slot; False when it is not here.
+
+        The slot's cached tokens stay reusable as a prefix; nothing is parked for a resume.
+        """
+        for request in self.waiting:
+            if request.request_id == request_id:
+                self.waiting.remove(request)
+                return True
+        for row in self.running:
+            if row.request.request_id == request_id:
+                self.running.remove(row)
+                row.slot.row = None
+                return True
+        return False
 
     def _update_peaks(self) -> None:
         self.stats.peak_kv_bytes = max(self.stats.peak_kv_bytes, self.cache.peak_bytes)
