@@ -110,7 +110,7 @@ def with_old_defaults(old: Fingerprint, defaults: Mapping[str, Any]) -> Fingerpr
 def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extending: bool) -> None:
     """Raise ``ResumeRefused`` naming each difference unless the run may continue."""
     ignore = EXTENDABLE_FIELDS if extending else frozenset()
-    old = with_field_defaults(old)
+    old, new = with_field_defaults(old), with_field_defaults(new)
     differences = old.differences(new, ignore=ignore)
     if extending and new.fields.get("sampling.n", 0) < old.fields.get("sampling.n", 0):
         differences.append(
@@ -126,7 +126,7 @@ def check_resumable(old: Fingerprint, new: Fingerprint, *, run_dir: Path, extend
 
 
 def with_field_defaults(fingerprint: Fingerprint) -> Fingerprint:
-    """An old run's fingerprint with every later-added field at its default (``FIELD_DEFAULTS``)."""
+    """A fingerprint with every later-added field it lacks at its default (``FIELD_DEFAULTS``)."""
     return Fingerprint({**FIELD_DEFAULTS, **fingerprint.fields})
 
 
