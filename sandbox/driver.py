@@ -310,9 +310,13 @@ def serve(state: _DriverState) -> None:
             reply, fds = HANDLERS[request["op"]](state, request)
         except (OSError, KeyError, ValueError) as exc:
             reply, fds = {"ok": False, "error": f"{exc.__class__.__name__}: {exc}"}, []
-        socket.send_fds(state.sock, [json.dumps(reply).encode()], fds)
-        for fd in fds:
-            os.close(fd)
+        try:
+            socket.send_fds(state.sock, [json.dumps(reply).encode()], fds)
+        except OSError:  # the client is gone (it closed after a request it did not wait on)
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def shutdown(state: _DriverState) -> None:
@@ -377,6 +381,11 @@ def main(argv: list[str]) -> int:
 # Client handle
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 @dataclasses.dataclass(frozen=True)
 class SpawnedSession:
     sid: int
@@ -389,6 +398,7 @@ class Driver:
 
     def __init__(self, *, python: str | None = None, start_timeout: float = 120.0) -> None:
         self._lock = threading.Lock()
+        self._unanswered = 0  # replies still owed to fire-and-forget requests (plain closes)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parent.parent)
         # SIGINT ignored from the first statement: Ctrl-C is the client's to handle, and the
@@ -429,17 +439,40 @@ class Driver:
         with self._lock:
             try:
                 self._sock.send(json.dumps(request).encode())
-                message, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 2)
+                message, fds = self._receive()
+                while message and self._unanswered:  # replies come in request order
+                    self._unanswered -= 1
+                    _close_all(fds)
+                    message, fds = self._receive()
             except OSError as exc:
                 raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
         if not message:
             raise SandboxUnavailable("the sandbox driver exited")
         reply = json.loads(message)
         if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
             raise SandboxUnavailable(f"sandbox driver refused {request['op']}: {reply.get('error')}")
         return reply, fds
+
+    def _receive(self) -> tuple[bytes, list[int]]:
+        message, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 2)
+        return message, fds
+
+    def _send_without_reply(self, request: dict) -> None:
+        """Send a request whose reply nobody waits for (read and dropped by the next request;
+        those already there are dropped now, so the socket never fills up)."""
+        with self._lock:
+            try:
+                while self._unanswered and select.select([self._sock], [], [], 0)[0]:
+                    message, fds = self._receive()
+                    _close_all(fds)
+                    if not message:
+                        raise SandboxUnavailable("the sandbox driver exited")
+                    self._unanswered -= 1
+                self._sock.send(json.dumps(request).encode())
+                self._unanswered += 1
+            except OSError as exc:
+                raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
 
     def spawn(self, *, memory_mb: int, cpu_s: int) -> SpawnedSession:
         reply, fds = self._request({"op": "spawn", "memory_mb": memory_mb, "cpu_s": cpu_s})
@@ -448,8 +481,12 @@ class Driver:
         return SpawnedSession(reply["sid"], socket.socket(fileno=ctrl_fd), out_fd)
 
     def kill(self, sid: int, *, wait: bool = True) -> dict:
-        """End the session's process group/cgroup; with `wait`, returns {signal, exit, oom}."""
-        reply, _ = self._request({"op": "kill", "sid": sid, "wait": wait})
+        """End the session's process group/cgroup; with `wait`, returns {signal, exit, oom}.
+        Without, the request is sent and not waited for (a plain close costs one send)."""
+        if not wait:
+            self._send_without_reply({"op": "kill", "sid": sid, "wait": False})
+            return {"ok": True}
+        reply, _ = self._request({"op": "kill", "sid": sid, "wait": True})
         return reply
 
     def close(self) -> None:
