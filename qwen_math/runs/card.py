@@ -118,16 +118,19 @@ def published_value(rows: Sequence[Mapping[str, Any]], model: str | None, mode: 
 
 # --- the interval of a difference -------------------------------------------------------------
 
-def difference_interval(per_problem: Sequence[float], published: float, *, seed: int = 0) -> tuple[float, tuple[float, float]]:
+def difference_interval(per_problem: Sequence[float], published: float, *, setting: str,
+                        seed: int = 0) -> tuple[float, tuple[float, float]]:
     """Ours minus published (percent points) with the 95 % interval of our per-problem mean.
 
-    The one place the card computes an interval: it uses ``eval.metrics``' interval function
-    (swap it here for another estimator).
+    The interval is ``eval.metrics.interval``, the project's single source of intervals:
+    Wilson over problems for greedy/acc, the bootstrap over problems (never narrower than
+    Wilson) for maj@k.
     """
-    from eval.metrics import bootstrap_interval
+    from eval.metrics import interval
 
     ours = 100.0 * sum(per_problem) / len(per_problem)
-    low, high = bootstrap_interval(list(per_problem), seed=seed)
+    method = "wilson" if setting == "greedy" else "bootstrap"
+    low, high = interval(list(per_problem), method=method, seed=seed)
     return ours - published, (100.0 * low - published, 100.0 * high - published)
 
 
@@ -195,7 +198,7 @@ def dataset_row(block: str, dataset: Any, published_key: str | None, published_r
     ours = acc if setting == "greedy" else (maj if k == 8 else None)
     if published_key and ours is not None:
         compared[published_key] = ours
-    diff, ci = (difference_interval(values, published) if published is not None and values and ours is not None
+    diff, ci = (difference_interval(values, published, setting=setting) if published is not None and values and ours is not None
                 else (None, None))
     return CardRow(block, dataset.name, "dataset", len(dataset.problems), acc, maj, pas, k, published, diff, ci,
                    rm=rm)
@@ -224,7 +227,7 @@ def pool_rows(pool: Any, by_name: Mapping[str, Any], published_rows: Sequence[Ma
     means = [100.0 * sum(v) / len(v) for v in (per_problem_values(d.problems, setting) for d in parts) if v]
     mean = sum(means) / len(means)
     compared[pool.name] = pooled
-    diff, ci = difference_interval(values, published) if published is not None else (None, None)
+    diff, ci = difference_interval(values, published, setting=setting) if published is not None else (None, None)
     ours = (pooled, None, None, None) if setting == "greedy" else (None, pooled, None, 8)
     return [
         CardRow(pool.block, f"{pool.label} (pooled, our reading)", "pooled", len(values), *ours,
