@@ -301,7 +301,10 @@ def serve(state: _DriverState) -> None:
                 continue
             if not _pending(state.sock, _REAP_POLL_S if state.dying else None):
                 continue
-        message = state.sock.recv(_MAX_MESSAGE)
+        try:
+            message = state.sock.recv(_MAX_MESSAGE)
+        except OSError:  # reset: the client closed with replies it never read
+            return
         if not message:
             return
         request = json.loads(message)
