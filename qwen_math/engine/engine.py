@@ -19,9 +19,12 @@ Why the last prompt token is always fed by the decode step: prefill then never c
 (no LM head over prompt positions), and a prompt's n samples each feed that token in the same
 batched step and sample with their own seeds.
 
-On CUDA the decode forward is replayed as CUDA graphs, one per (batch bucket, cache capacity)
-(``qwen_math.engine.graphs``, ``EngineConfig.static_decode``; the padded static layout is
-tested eagerly on CPU, the graph capture itself only runs on CUDA).
+On CUDA the cache is preallocated at full context and the decode forward is replayed as CUDA
+graphs, one per batch bucket, captured once (``qwen_math.engine.graphs``,
+``EngineConfig.static_decode``; attention reads each row's own length through a varlen kernel,
+``qwen_math.engine.attention``; the padded static layout is tested eagerly on CPU, the graph
+capture itself only runs on CUDA). The decode step has no host synchronisation before its one
+device-to-host copy of the sampled ids (``_sampled_ids_to_host``).
 
 What it deliberately does not do: tokenisation (the backend does it), preemption of running
 rows, speculative decoding, or priorities (waiting work is first come, first served).
@@ -135,6 +138,7 @@ class Engine:
             slots=self._slot_count(),
             context_window=config.context_window,
             device=self.device,
+            preallocate=self._preallocate,
         )
         # with CUDA graphs the last slot is scratch space for the rows that pad a batch bucket
         usable = self.cache.slots - 1 if self._use_graphs and self.cache.slots > 1 else self.cache.slots
@@ -292,7 +296,14 @@ class Engine:
         tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
         self.stats.decode_steps += 1
         self.stats.decoded_tokens += len(ready)
-        return tokens.tolist()  # the one host transfer per step
+        return self._sampled_ids_to_host(tokens)
+
+    def _sampled_ids_to_host(self, tokens: torch.Tensor) -> list[int]:
+        """The step's one device-to-host transfer: the sampled ids, in ``ready`` order.
+
+        Everything before it is queued on the device without a sync; a per-step hook that
+        wants the new ids (streaming) belongs here."""
+        return tokens.tolist()
 
     def _logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         if self._graphs is not None:
@@ -343,8 +354,14 @@ class Engine:
         fraction = self.config.memory_fraction or (0.85 if cuda else 0.5)
         budget = int(free_memory_bytes(self.device) * fraction)
         return slots_that_fit(
-            self.forward.cache_shape, context_window=self.config.context_window, budget_bytes=budget, wanted=wanted
+            self.forward.cache_shape, context_window=self.config.context_window, budget_bytes=budget, wanted=wanted,
+            grows=not self._preallocate,
         )
+
+    @property
+    def _preallocate(self) -> bool:
+        """CUDA: the whole context per slot up front, so graphs never see the cache move."""
+        return self.device.type == "cuda"
 
     @property
     def _use_graphs(self) -> bool:

@@ -1,17 +1,20 @@
 """Static-shape decode steps, replayed as CUDA graphs on a GPU.
 
 A decode step for a batch of B rows is padded to the next bucket in ``BUCKETS``; the padding
-rows write into a reserved scratch slot. Inputs (slots, tokens, positions) are copied into
-static buffers and the step attends over the whole cache capacity, so each (bucket, capacity)
-pair has fixed shapes and fixed addresses. On CUDA each pair is captured once with
-``torch.cuda.CUDAGraph`` (eager kernels, no compiler: capture takes milliseconds) in one shared
-memory pool and then replayed, which removes the per-kernel launch overhead that dominates a
-1.5B decode step. When the cache grows, every graph is dropped (they point at the old
-tensors) and recaptured on demand. On CPU the same padding and buffers run eagerly, which is
-how the tests check that this layout gives the same tokens.
+rows write into a reserved scratch slot at its position 0 (and so attend to one position). The
+inputs (slots, tokens, positions) go to the device as one packed [3, bucket] copy into a static
+buffer, so each bucket has fixed shapes and fixed addresses. On CUDA the cache is preallocated
+at its full context (``KVCache(preallocate=True)``): its tensors never move, so each bucket is
+captured once with ``torch.cuda.CUDAGraph`` (eager kernels, no compiler: capture takes
+milliseconds) in one shared memory pool and replayed for the engine's life; a growing sequence
+only changes the lengths the varlen attention reads (``qwen_math.engine.attention``), never the
+graph. This removes the per-kernel launch overhead that dominates a 1.5B decode step. If the
+cache does move (a growing CPU cache), the graphs are dropped and rebuilt. On CPU the same
+padding and buffers run eagerly, which is how the tests check that this layout gives the same
+tokens.
 
 What it deliberately does not do: capture prefill (prompts vary in length; they run eagerly
-in chunks), or capture sampling (it has data-dependent rejection rounds).
+in chunks), or capture sampling (its stages depend on the batch's sampling settings).
 """
 
 from __future__ import annotations
@@ -30,37 +33,36 @@ WARMUP_STEPS = 2
 
 @dataclass
 class Captured:
-    slots: torch.Tensor  # static inputs, [bucket] int64
-    tokens: torch.Tensor
-    positions: torch.Tensor
+    inputs: torch.Tensor  # static input buffer, [3, bucket] int64: slots, tokens, positions
     logits: torch.Tensor | None = None  # static output, [bucket, vocab]
     graph: object | None = None  # torch.cuda.CUDAGraph on CUDA
 
 
 class GraphDecoder:
-    """``decode_static`` per (bucket, capacity), captured as a CUDA graph on CUDA."""
+    """``decode_static`` per batch bucket, captured as a CUDA graph on CUDA."""
 
     def __init__(self, forward: Qwen2Forward, cache: KVCache, *, scratch_slot: int) -> None:
         self.forward = forward
         self.cache = cache
         self.scratch_slot = scratch_slot
         self.capture = cache.device.type == "cuda"
-        self.graphs: dict[tuple[int, int], Captured] = {}
-        self.capacity = -1
+        self.graphs: dict[int, Captured] = {}
+        self._cache_tensors: tuple[int, int] | None = None
+        self.captures = 0  # graphs captured so far (a test checks growth does not re-capture)
         self.pool = torch.cuda.graph_pool_handle() if self.capture else None
 
     def __call__(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         """Logits [B, vocab] for the B real rows (a view of the static output buffer)."""
-        if self.capacity != self.cache.capacity:  # the cache moved: old graphs are stale
+        identity = (self.cache.keys.data_ptr(), self.cache.values.data_ptr())
+        if identity != self._cache_tensors:  # the cache moved (CPU growth): old graphs are stale
             self.graphs.clear()
-            self.capacity = self.cache.capacity
+            self._cache_tensors = identity
         bucket = next((b for b in BUCKETS if b >= len(slots)), len(slots))
-        entry = self.graphs.get((bucket, self.capacity)) or self._prepare(bucket)
+        entry = self.graphs.get(bucket) or self._prepare(bucket)
         padding = bucket - len(slots)
-        scratch = self.capacity - 1  # the scratch slot's last position: never read by a real row
-        entry.slots.copy_(torch.tensor(slots + [self.scratch_slot] * padding), non_blocking=True)
-        entry.tokens.copy_(torch.tensor(tokens + [0] * padding), non_blocking=True)
-        entry.positions.copy_(torch.tensor(positions + [scratch] * padding), non_blocking=True)
+        packed = torch.tensor([slots + [self.scratch_slot] * padding, tokens + [0] * padding,
+                               positions + [0] * padding], dtype=torch.int64)
+        entry.inputs.copy_(packed, non_blocking=True)
         if entry.graph is not None:  # pragma: no cover - CUDA only
             entry.graph.replay()
         else:
@@ -68,16 +70,12 @@ class GraphDecoder:
         return entry.logits[: len(slots)]
 
     def _prepare(self, bucket: int) -> Captured:
-        device = self.cache.device
-        scratch = torch.full((bucket,), self.scratch_slot, dtype=torch.int64, device=device)
-        entry = Captured(
-            slots=scratch,
-            tokens=torch.zeros(bucket, dtype=torch.int64, device=device),
-            positions=torch.full((bucket,), max(self.cache.capacity - 1, 0), dtype=torch.int64, device=device),
-        )
+        inputs = torch.zeros((3, bucket), dtype=torch.int64, device=self.cache.device)
+        inputs[0] = self.scratch_slot
+        entry = Captured(inputs=inputs)
         if self.capture:  # pragma: no cover - CUDA only
             self._capture(entry)
-        self.graphs[(bucket, self.capacity)] = entry
+        self.graphs[bucket] = entry
         return entry
 
     def _capture(self, entry: Captured) -> None:  # pragma: no cover - CUDA only
@@ -92,8 +90,8 @@ class GraphDecoder:
         with torch.cuda.graph(graph, pool=self.pool):
             entry.logits = self._step(entry)
         entry.graph = graph
+        self.captures += 1
 
     def _step(self, entry: Captured) -> torch.Tensor:
-        return self.forward.decode_static(
-            self.cache.keys, self.cache.values, entry.slots, entry.tokens, entry.positions
-        )
+        slots, tokens, positions = entry.inputs
+        return self.forward.decode_static(self.cache.keys, self.cache.values, slots, tokens, positions)
