@@ -411,3 +411,45 @@ def test_preallocated_cache_never_moves():
 )
 def test_common_prefix_length(a, b, limit, expected):
     assert common_prefix_length(a, b, limit) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# host synchronisation: one device-to-host transfer per decode step
+# ---------------------------------------------------------------------------------------
+
+
+def test_decode_step_transfers_to_the_host_once(model, monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    host_ops = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique", "_unique2",
+                "unique_consecutive", "unique_dim", "item"}
+    transfers: list[str] = []
+
+    class CountHostTransfers(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = func.overloadpacket.__name__
+            to_cpu = name in {"_to_copy", "to", "copy_"} and str(kwargs.get("device", "")) == "cpu"
+            if name in host_ops or to_cpu:
+                transfers.append(name)
+            return func(*args, **kwargs)
+
+    for method in ("tolist", "cpu", "numpy", "item"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _original=original, _name=method, **kwargs):
+            transfers.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    engine = make_engine(model, max_batch_size=8)
+    mixed = [{"temperature": 0.0}, SAMPLED, {"temperature": 0.7, "top_k": 20}, {"temperature": 1.0, "top_p": 0.5,
+                                                                                  "top_k": 7}]
+    for i, sampling in enumerate(mixed * 2):
+        engine.add(request(f"h{i}", prompt(60 + i % 4, 9), seed=i, max_tokens=30, **sampling))
+    engine.step()  # admission and prefill
+    transfers.clear()
+    with CountHostTransfers():
+        for _ in range(6):
+            engine.step()
+    assert transfers == ["tolist"] * 6

@@ -90,6 +90,7 @@ class EngineStats:
     reused_tokens: int = 0
     decode_steps: int = 0
     decoded_tokens: int = 0
+    kv_read_tokens: int = 0  # cache positions the decode steps attended to (for a roofline)
     peak_kv_bytes: int = 0
     peak_memory_bytes: int = 0  # accelerator peak on CUDA, process peak RSS on CPU
 
@@ -183,6 +184,15 @@ class Engine:
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Generate every request to completion; results in request order."""
         return drain(requests, add=self.add, step=self.step, has_unfinished=self.has_unfinished)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix and parked trajectory of idle slots (like vLLM's
+        ``reset_prefix_cache``): later requests prefill from scratch. Benchmarks call it between
+        repeats so that no repeat reuses an earlier one's prompts."""
+        for slot in self.slots:
+            if slot.row is None:
+                slot.tokens = []
+                slot.parked_key = None
 
     def peak_memory_bytes(self) -> int:
         if self.device.type == "cuda":
@@ -296,6 +306,7 @@ class Engine:
         tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
         self.stats.decode_steps += 1
         self.stats.decoded_tokens += len(ready)
+        self.stats.kv_read_tokens += sum(positions) + len(positions)
         return self._sampled_ids_to_host(tokens)
 
     def _sampled_ids_to_host(self, tokens: torch.Tensor) -> list[int]:

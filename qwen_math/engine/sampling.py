@@ -16,8 +16,8 @@ sort costs ~30 ms per row on a CPU core) and without any host synchronisation:
   host), every token above it, and the lowest-id tokens tied with it up to k in all;
 - top-p: the probability ``p_c`` of the last kept token is found exactly by a radix select over
   the float32 bit patterns of the probabilities (non-negative floats order like their bits):
-  three levels of 11/10/10 bits, each a ``scatter_add`` histogram of mass per digit and a
-  search of its suffix sums for the digit where the mass above crosses ``top_p``; then every
+  two digits of 16/15 bits for the real vocabulary, each a ``scatter_add`` histogram of mass per
+  digit and a search of its suffix sums for the digit where the mass above crosses ``top_p``; then every
   token above ``p_c``, and the lowest-id tokens tied at ``p_c`` until the mass reaches it.
 
 A row then draws one token from its kept mass by inverse transform of one counter-based uniform
@@ -53,6 +53,7 @@ class SamplingBatch:
     seed: torch.Tensor  # [B] int64
     position: torch.Tensor  # [B] int64, position of the token being sampled
     all_greedy: bool = False
+    any_greedy: bool = True
     k_max: int = 0  # the largest top_k of the batch (0: no row uses top-k)
     any_top_p: bool = True  # some sampled row has top_p < 1
 
@@ -60,20 +61,22 @@ class SamplingBatch:
     def build(cls, rows: list[tuple[float, float, int, int, int]], device: torch.device) -> SamplingBatch:
         """From ``(temperature, top_p, top_k, seed, position)`` tuples: two host-to-device copies."""
         temperature, top_p, top_k, seed, position = zip(*rows, strict=True)
-        floats = torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64).to(device, non_blocking=True)
-        seeds = torch.tensor([to_int64(s) for s in seed], dtype=torch.int64).to(device, non_blocking=True)
+        floats = torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64, device=device)
+        seeds = torch.tensor([to_int64(s) for s in seed], dtype=torch.int64, device=device)
         sampled = [t > 0 for t in temperature]
         return cls(
             temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(), seed=seeds,
             position=floats[3].long(),
             all_greedy=not any(sampled),
+            any_greedy=not all(sampled),
             k_max=max((k for k, s in zip(top_k, sampled, strict=True) if s and k > 0), default=0),
             any_top_p=any(p < 1.0 for p, s in zip(top_p, sampled, strict=True) if s),
         )
 
     def slice(self, start: int, stop: int) -> SamplingBatch:
         tensors = {f: getattr(self, f)[start:stop] for f in ("temperature", "top_p", "top_k", "seed", "position")}
-        return SamplingBatch(**tensors, all_greedy=self.all_greedy, k_max=self.k_max, any_top_p=self.any_top_p)
+        return SamplingBatch(**tensors, all_greedy=self.all_greedy, any_greedy=self.any_greedy, k_max=self.k_max,
+                             any_top_p=self.any_top_p)
 
 
 def to_int64(value: int) -> int:
@@ -119,9 +122,8 @@ def sample_tokens(logits: torch.Tensor, params: SamplingBatch, *, row_chunk: int
 
 
 def sample_rows(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
-    argmax = logits.argmax(dim=-1)
     if params.all_greedy:
-        return argmax
+        return logits.argmax(dim=-1)
     greedy = params.temperature <= 0
     temperature = torch.where(greedy, 1.0, params.temperature)
     probs = torch.softmax(logits.float() / temperature[:, None], dim=-1)
@@ -130,12 +132,14 @@ def sample_rows(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
     if params.any_top_p:
         probs = top_p_filter(probs, params.top_p)
     sampled = BlockedDistribution(probs).inverse_transform(uniforms(params.seed, params.position, 0))
-    return torch.where(greedy, argmax, sampled)
+    if not params.any_greedy:
+        return sampled
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
 
 
 def keep_lowest_ids(tied: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
     """Of each row's tied tokens, the ``quota`` ([B, 1]) with the lowest ids."""
-    return tied & (tied.cumsum(dim=-1) <= quota)
+    return tied & (tied.cumsum(dim=-1, dtype=torch.int32) <= quota)
 
 
 def top_k_filter(probs: torch.Tensor, top_k: torch.Tensor, k_max: int) -> torch.Tensor:
@@ -146,53 +150,65 @@ def top_k_filter(probs: torch.Tensor, top_k: torch.Tensor, k_max: int) -> torch.
     largest = probs.topk(min(k_max, vocab), dim=-1).values
     kth = largest.gather(1, (k - 1).clamp(max=largest.shape[-1] - 1)[:, None])  # [B, 1]
     above = probs > kth
-    quota = k[:, None] - above.sum(dim=-1, keepdim=True)
+    quota = (k[:, None] - above.sum(dim=-1, keepdim=True)).to(torch.int32)
     keep = above | keep_lowest_ids(probs == kth, quota) | (top_k <= 0)[:, None]
-    return probs * keep
+    return torch.where(keep, probs, 0.0)
 
 
-#: radix-select levels over the 31 used bits of a non-negative float32: (shift, width).
-RADIX_LEVELS = ((20, 11), (10, 10), (0, 10))
+def radix_levels(vocab: int) -> tuple[tuple[int, int], ...]:
+    """Radix-select digits over the 31 used bits of a non-negative float32, most significant
+    first, as (shift, width): each digit's histogram is at most about half the row wide (two
+    digits of 16/15 bits for a 152k vocabulary; more, narrower ones for a small test vocabulary)."""
+    width = max(4, vocab.bit_length() - 2)
+    levels, low = [], 31
+    while low > 0:
+        shift = max(low - width, 0)
+        levels.append((shift, low - shift))
+        low = shift
+    return tuple(levels)
 
 
 def top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """Zero every token outside each row's nucleus: the smallest prefix, in sort-position order,
     whose mass reaches ``top_p`` of the row's (unnormalised) mass."""
-    mass = probs.double()
-    limit = top_p.double() * mass.sum(dim=-1)
-    boundary, mass_above = radix_boundary(probs, mass, limit)  # [B] float32, [B] float64
+    boundary, mass_above, limit = radix_boundary(probs, top_p)  # [B] float32, float64, float64
     p_c = boundary[:, None]
-    quota = torch.ceil((limit - mass_above) / boundary.double())[:, None]  # tied tokens to keep
+    quota = torch.ceil((limit - mass_above) / boundary.double()).to(torch.int32)[:, None]  # ties to keep
     keep = (probs > p_c) | keep_lowest_ids(probs == p_c, quota) | (top_p >= 1.0)[:, None]
-    return probs * keep
+    return torch.where(keep, probs, 0.0)
 
 
-def radix_boundary(probs: torch.Tensor, mass: torch.Tensor, limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the value ``p_c`` with mass(probs > p_c) < limit <= mass(probs >= p_c), and
-    mass(probs > p_c); found digit by digit on the float bits, most significant first."""
+def radix_boundary(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row, the value ``p_c`` with mass(probs > p_c) < limit <= mass(probs >= p_c), where
+    limit = top_p * the row's mass; returns (p_c, mass(probs > p_c), limit). Found digit by
+    digit on the float bits, most significant first; tokens whose higher digits differ from the
+    boundary's go to an extra, ignored bucket. Bucket masses are float32 sums (as HF's float32
+    cumsum), their running totals float64."""
     bits = probs.contiguous().view(torch.int32)
     rows = probs.shape[0]
     value = torch.zeros(rows, dtype=torch.int32, device=probs.device)
     above = torch.zeros(rows, dtype=torch.float64, device=probs.device)
-    candidate = None  # tokens whose higher digits equal the boundary's so far
-    for shift, width in RADIX_LEVELS:
-        digit = (bits >> shift) & ((1 << width) - 1)
-        weights = mass if candidate is None else torch.where(candidate, mass, 0.0)
-        histogram = torch.zeros(rows, 1 << width, dtype=torch.float64, device=probs.device)
-        histogram.scatter_add_(1, digit.long(), weights)
-        chosen, mass_in_higher = crossing_digit(histogram, limit - above)
+    limit = None
+    for level, (shift, width) in enumerate(radix_levels(probs.shape[-1])):
+        digit = bits >> shift if shift + width == 31 else (bits >> shift) & ((1 << width) - 1)
+        if level:
+            higher = shift + width  # tokens that share the boundary's higher digits
+            digit = torch.where((bits >> higher) == (value >> higher)[:, None], digit, 1 << width)
+        histogram = torch.zeros(rows, (1 << width) + 1, dtype=probs.dtype, device=probs.device)
+        histogram.scatter_add_(1, digit.long(), probs)
+        if limit is None:
+            limit = top_p.double() * histogram.sum(dim=-1, dtype=torch.float64)
+        chosen, mass_in_higher = crossing_digit(histogram[:, :-1], limit - above)
         above = above + mass_in_higher
         value = value | (chosen << shift)
-        match = digit == chosen[:, None]
-        candidate = match if candidate is None else candidate & match
-    return value.view(torch.float32), above
+    return value.view(torch.float32), above, limit
 
 
 def crossing_digit(histogram: torch.Tensor, limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The digit whose bucket holds the point where the mass, summed from the highest digit
     down, reaches ``limit``; and the mass of the digits above it."""
     buckets = histogram.shape[-1]
-    suffix = histogram.flip(-1).cumsum(dim=-1)  # suffix[j]: mass of digits >= buckets - 1 - j
+    suffix = histogram.flip(-1).cumsum(dim=-1, dtype=torch.float64)  # [j]: mass of digits >= buckets-1-j
     j = torch.searchsorted(suffix, limit[:, None].contiguous()).clamp(max=buckets - 1)  # [B, 1]
     before = torch.where(j > 0, suffix.gather(1, (j - 1).clamp(min=0)), 0.0)
     return (buckets - 1 - j[:, 0]).to(torch.int32), before[:, 0]
