@@ -110,7 +110,7 @@ def decode_attention(device: torch.device, *, dtype: torch.dtype, heads: int, kv
     try:
         error = self_check(varlen_attend, device=device, dtype=dtype, heads=heads, kv_heads=kv_heads,
                            head_dim=head_dim)
-    except RuntimeError as exc:  # a torch build without the varlen kernel for this shape/dtype
+    except (RuntimeError, TypeError, NotImplementedError) as exc:  # no such kernel/signature in this torch
         log.warning("varlen decode attention unavailable (%s); using SDPA over the whole slot", exc)
         return "sdpa", sdpa_attend
     if not error < 2e-2:

@@ -44,7 +44,7 @@ from qwen_math.backends.base import drain
 from qwen_math.engine.graphs import GraphDecoder
 from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
 from qwen_math.engine.qwen2 import Qwen2Forward
-from qwen_math.engine.sampling import SamplingBatch, sample_tokens
+from qwen_math.engine.sampling import SamplingBatch, host_to_device, sample_tokens
 from qwen_math.engine.stops import Finish, StopChecker
 from qwen_math.errors import UsageError
 
@@ -281,7 +281,7 @@ class Engine:
                 chunk = row.pending[: min(budget, len(row.pending) - 1)]
                 start = len(row.slot.tokens)
                 self.cache.ensure_capacity(start + len(chunk))
-                ids = torch.tensor(chunk, dtype=torch.int64, device=self.device)
+                ids = host_to_device(torch.tensor(chunk, dtype=torch.int64), self.device)
                 self.forward.prefill(self.cache, slot=row.slot.index, tokens=ids, start=start)
                 row.slot.tokens.extend(chunk)
                 del row.pending[: len(chunk)]
@@ -319,7 +319,7 @@ class Engine:
     def _logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         if self._graphs is not None:
             return self._graphs(slots, tokens, positions)
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.int64, device=self.device)  # noqa: E731
+        as_tensor = lambda values: host_to_device(torch.tensor(values, dtype=torch.int64), self.device)  # noqa: E731
         return self.forward.decode(
             self.cache,
             slots=as_tensor(slots),

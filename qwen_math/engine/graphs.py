@@ -25,6 +25,7 @@ import torch
 
 from qwen_math.engine.kv_cache import KVCache
 from qwen_math.engine.qwen2 import Qwen2Forward
+from qwen_math.engine.sampling import host_to_device
 
 #: batch sizes a step is padded to.
 BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -62,7 +63,7 @@ class GraphDecoder:
         padding = bucket - len(slots)
         packed = torch.tensor([slots + [self.scratch_slot] * padding, tokens + [0] * padding,
                                positions + [0] * padding], dtype=torch.int64)
-        entry.inputs.copy_(packed, non_blocking=True)
+        entry.inputs.copy_(host_to_device(packed, self.cache.device), non_blocking=True)
         if entry.graph is not None:  # pragma: no cover - CUDA only
             entry.graph.replay()
         else:

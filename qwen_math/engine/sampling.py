@@ -61,8 +61,8 @@ class SamplingBatch:
     def build(cls, rows: list[tuple[float, float, int, int, int]], device: torch.device) -> SamplingBatch:
         """From ``(temperature, top_p, top_k, seed, position)`` tuples: two host-to-device copies."""
         temperature, top_p, top_k, seed, position = zip(*rows, strict=True)
-        floats = torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64, device=device)
-        seeds = torch.tensor([to_int64(s) for s in seed], dtype=torch.int64, device=device)
+        floats = host_to_device(torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64), device)
+        seeds = host_to_device(torch.tensor([to_int64(s) for s in seed], dtype=torch.int64), device)
         sampled = [t > 0 for t in temperature]
         return cls(
             temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(), seed=seeds,
@@ -77,6 +77,17 @@ class SamplingBatch:
         tensors = {f: getattr(self, f)[start:stop] for f in ("temperature", "top_p", "top_k", "seed", "position")}
         return SamplingBatch(**tensors, all_greedy=self.all_greedy, any_greedy=self.any_greedy, k_max=self.k_max,
                              any_top_p=self.any_top_p)
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without blocking the host: on CUDA it is staged in
+    pinned memory (PyTorch's caching host allocator) and copied asynchronously, so the copy
+    queues behind the work in flight instead of waiting for it."""
+    if device.type != "cuda":
+        return tensor
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    pinned.copy_(tensor)
+    return pinned.to(device, non_blocking=True)
 
 
 def to_int64(value: int) -> int:
