@@ -304,8 +304,9 @@ def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=
     )
 
 
-def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None) -> torch.Tensor:
-    tokens = sample_tokens(logits.expand(params.seed.shape[0], -1).contiguous(), params, row_chunk=row_chunk)
+def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None, method=None) -> torch.Tensor:
+    tokens = sample_tokens(logits.expand(params.seed.shape[0], -1).contiguous(), params, row_chunk=row_chunk,
+                           method=method)
     return torch.bincount(tokens, minlength=logits.shape[-1]).double() / tokens.shape[0]
 
 
@@ -322,10 +323,11 @@ PROBS = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.05, 0.0, 0.0])
         (0.9, 3, 3),  # top-k first, then the nucleus of the renormalised three
     ],
 )
-def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept):
+@pytest.mark.parametrize("method", ["select", "sort"])
+def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept, method):
     logits = PROBS.clamp(min=1e-30).log()[None]
     draws = 20000
-    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=4096)
+    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=4096, method=method)
     target = torch.zeros_like(PROBS)
     target[:kept] = PROBS[:kept] / PROBS[:kept].sum()
     assert torch.all(freq[kept:] == 0)
@@ -337,23 +339,25 @@ def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept)
 TIED = torch.tensor([0.1, 0.2, 0.1, 0.05, 0.2, 0.1, 0.05, 0.1 + 1e-7, 0.05, 0.05 - 1e-7, 0.0])
 
 
+@pytest.mark.parametrize("method", ["select", "sort"])  # CPU default, CUDA default
 @pytest.mark.parametrize("top_p", [0.1, 0.5, 0.8, 0.95])
 @pytest.mark.parametrize("top_k", [-1, 5])
-def test_tied_probabilities_follow_the_sort_position_definition(top_p, top_k):
+def test_tied_probabilities_follow_the_sort_position_definition(top_p, top_k, method):
     draws = 200_000
     probs = TIED / TIED.sum()
     logits = probs.clamp(min=1e-30).log()[None]
-    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=8192)
+    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=8192, method=method)
     target = sort_position_reference(probs, top_p, top_k)
     assert torch.all(freq[target == 0] == 0)
     standard_error = (target * (1 - target) / draws).sqrt()
     assert torch.all((freq - target).abs() <= 4 * standard_error + 1e-12), (freq, target)
 
 
-def test_tie_at_the_boundary_keeps_the_lower_ids():
+@pytest.mark.parametrize("method", ["select", "sort"])
+def test_tie_at_the_boundary_keeps_the_lower_ids(method):
     # four tokens tied at 0.25: top_p 0.5 keeps exactly ids 0 and 1 (HF/vLLM sort position)
     logits = torch.zeros(1, 4)
-    freq = empirical(logits, batch(4000, top_p=0.5))
+    freq = empirical(logits, batch(4000, top_p=0.5), method=method)
     assert freq[2] == 0 and freq[3] == 0 and freq[0] > 0.4 and freq[1] > 0.4
 
 

@@ -77,7 +77,10 @@ def test_graph_decode_equals_eager_decode_and_never_recaptures(model):
     graphs = make_engine(model)
     assert tokens_of(graphs.run(requests)) == tokens_of(make_engine(model, static_decode=False).run(requests))
     buckets = {1, 2, 4, 8}  # 5 rows finishing one by one pass through buckets 8, 4, 2, 1
-    assert graphs._graphs.captures == len(buckets) and set(graphs._graphs.graphs) == buckets
+    decoder = graphs._graphs
+    assert set(decoder.graphs) == buckets and {bucket for bucket, _ in decoder.samplers} == buckets
+    assert decoder.capture_sampling  # the sampler was captured too (not the eager fallback)
+    assert decoder.captures == 2 * len(buckets)  # forward + sampler per bucket, never again
 
 
 def test_graph_step_logits_equal_transformers(model):

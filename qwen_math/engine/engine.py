@@ -151,7 +151,8 @@ class Engine:
         self._row_chunk = 16 if self.device.type == "cpu" else None
         self._graphs = None
         if usable < self.cache.slots:
-            self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1)
+            self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1,
+                                        row_chunk=self._row_chunk)
 
     # -- public --------------------------------------------------------------------------
 
@@ -295,15 +296,16 @@ class Engine:
         positions = [len(row.slot.tokens) for row in ready]
         self.cache.ensure_capacity(max(positions) + 1)
         slots = [row.slot.index for row in ready]
+        rows = [
+            (r.request.temperature, r.request.top_p, r.request.top_k, r.request.seed, p + 1)
+            for r, p in zip(ready, positions, strict=True)
+        ]
         logits = self._logits(slots, [row.pending[0] for row in ready], positions)
-        params = SamplingBatch.build(
-            [
-                (r.request.temperature, r.request.top_p, r.request.top_k, r.request.seed, p + 1)
-                for r, p in zip(ready, positions, strict=True)
-            ],
-            self.device,
-        )
-        tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
+        if self._graphs is not None:  # sampling replayed as a graph over the forward's logits
+            tokens = self._graphs.sample(rows)
+        else:
+            params = SamplingBatch.build(rows, self.device)
+            tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
         self.stats.decode_steps += 1
         self.stats.decoded_tokens += len(ready)
         self.stats.kv_read_tokens += sum(positions) + len(positions)

@@ -60,23 +60,39 @@ class SamplingBatch:
     @classmethod
     def build(cls, rows: list[tuple[float, float, int, int, int]], device: torch.device) -> SamplingBatch:
         """From ``(temperature, top_p, top_k, seed, position)`` tuples: two host-to-device copies."""
-        temperature, top_p, top_k, seed, position = zip(*rows, strict=True)
-        floats = host_to_device(torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64), device)
-        seeds = host_to_device(torch.tensor([to_int64(s) for s in seed], dtype=torch.int64), device)
-        sampled = [t > 0 for t in temperature]
-        return cls(
-            temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(), seed=seeds,
-            position=floats[3].long(),
-            all_greedy=not any(sampled),
-            any_greedy=not all(sampled),
-            k_max=max((k for k, s in zip(top_k, sampled, strict=True) if s and k > 0), default=0),
-            any_top_p=any(p < 1.0 for p, s in zip(top_p, sampled, strict=True) if s),
-        )
+        floats, seeds = pack_rows(rows)
+        return cls.from_buffers(host_to_device(floats, device), host_to_device(seeds, device), batch_flags(rows))
+
+    @classmethod
+    def from_buffers(cls, floats: torch.Tensor, seeds: torch.Tensor,
+                     flags: tuple[bool, bool, int, bool]) -> SamplingBatch:
+        """From device buffers (``pack_rows``' layout) and ``batch_flags``: device ops only, so
+        a CUDA graph captured over this reads whatever the buffers hold at replay."""
+        all_greedy, any_greedy, k_max, any_top_p = flags
+        return cls(temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(), seed=seeds,
+                   position=floats[3].long(), all_greedy=all_greedy, any_greedy=any_greedy, k_max=k_max,
+                   any_top_p=any_top_p)
 
     def slice(self, start: int, stop: int) -> SamplingBatch:
         tensors = {f: getattr(self, f)[start:stop] for f in ("temperature", "top_p", "top_k", "seed", "position")}
         return SamplingBatch(**tensors, all_greedy=self.all_greedy, any_greedy=self.any_greedy, k_max=self.k_max,
                              any_top_p=self.any_top_p)
+
+
+def pack_rows(rows: list[tuple[float, float, int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Host tensors: [4, B] float64 (temperature, top_p, top_k, position; all exact) and [B]
+    int64 seeds."""
+    temperature, top_p, top_k, seed, position = zip(*rows, strict=True)
+    floats = torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64)
+    return floats, torch.tensor([to_int64(s) for s in seed], dtype=torch.int64)
+
+
+def batch_flags(rows: list[tuple[float, float, int, int, int]]) -> tuple[bool, bool, int, bool]:
+    """What the batch needs, from the host-side settings: (all greedy, any greedy, largest
+    top_k of a sampled row or 0, any sampled row with top_p < 1)."""
+    sampled = [row for row in rows if row[0] > 0]
+    return (not sampled, len(sampled) < len(rows), max((row[2] for row in sampled if row[2] > 0), default=0),
+            any(row[1] < 1.0 for row in sampled))
 
 
 def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -115,37 +131,68 @@ def uniforms(seed: torch.Tensor, position: torch.Tensor, draw: int) -> torch.Ten
     return bits.to(torch.float64) * (2.0**-53)
 
 
-def sample_tokens(logits: torch.Tensor, params: SamplingBatch, *, row_chunk: int | None = None) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, params: SamplingBatch, *, row_chunk: int | None = None,
+                  method: str | None = None) -> torch.Tensor:
     """[B, V] float logits -> [B] int64 tokens (greedy rows take the argmax).
 
-    ``row_chunk`` processes the rows in groups (rows are independent, so the result is the
-    same); on CPU, groups of 16 keep every [rows, V] temporary below glibc's mmap threshold,
-    which avoids page-faulting fresh memory on every elementwise op (10x faster at 64 rows).
+    ``method``: ``"sort"`` or ``"select"`` (``NUCLEUS_METHODS``; default: sort on CUDA, select
+    elsewhere). ``row_chunk`` processes the rows in groups (rows are independent, so the result
+    is the same); on CPU, groups of 16 keep every [rows, V] temporary below glibc's mmap
+    threshold, which avoids page-faulting fresh memory on every elementwise op.
     """
+    method = method or ("sort" if logits.is_cuda else "select")
     rows = logits.shape[0]
     if row_chunk and rows > row_chunk:
         parts = [
-            sample_rows(logits[start:start + row_chunk], params.slice(start, start + row_chunk))
+            sample_rows(logits[start:start + row_chunk], params.slice(start, start + row_chunk), method)
             for start in range(0, rows, row_chunk)
         ]
         return torch.cat(parts)
-    return sample_rows(logits, params)
+    return sample_rows(logits, params, method)
 
 
-def sample_rows(logits: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
+def sample_rows(logits: torch.Tensor, params: SamplingBatch, method: str) -> torch.Tensor:
     if params.all_greedy:
         return logits.argmax(dim=-1)
     greedy = params.temperature <= 0
     temperature = torch.where(greedy, 1.0, params.temperature)
     probs = torch.softmax(logits.float() / temperature[:, None], dim=-1)
+    sampled = NUCLEUS_METHODS[method](probs, params)
+    if not params.any_greedy:
+        return sampled
+    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+
+
+def sample_by_selection(probs: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
+    """Sort-free: zero what top-k / top-p drop (exact selection), then one inverse-transform draw
+    in token-id order. Fast on a CPU (no 152k-element sort per row); on a GPU its histograms'
+    atomics all land in a few buckets when the distribution is flat."""
     if params.k_max > 0:
         probs = top_k_filter(probs, params.top_k, params.k_max)
     if params.any_top_p:
         probs = top_p_filter(probs, params.top_p)
-    sampled = BlockedDistribution(probs).inverse_transform(uniforms(params.seed, params.position, 0))
-    if not params.any_greedy:
-        return sampled
-    return torch.where(greedy, logits.argmax(dim=-1), sampled)
+    return BlockedDistribution(probs).inverse_transform(uniforms(params.seed, params.position, 0))
+
+
+def sample_by_sorting(probs: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
+    """The definition itself: a stable descending sort (ties keep the lower id first), the kept
+    prefix (first top_k positions, then positions whose mass before them is below top_p of the
+    top-k mass), one inverse-transform draw along the sorted order. Every row is sorted, whatever
+    its settings, so its token never depends on the rest of the batch. Fast on a GPU."""
+    vocab = probs.shape[-1]
+    ordered, order = probs.sort(dim=-1, descending=True, stable=True)
+    cdf = ordered.cumsum(dim=-1, dtype=torch.float64)  # [B, V]
+    k = torch.where(params.top_k > 0, params.top_k.clamp(max=vocab), vocab)  # positions top-k keeps
+    mass_k = cdf.gather(1, (k - 1)[:, None])  # [B, 1]
+    reach = torch.searchsorted(cdf, (params.top_p.double()[:, None] * mass_k).contiguous())  # cdf >= limit
+    kept = torch.where((params.top_p < 1.0)[:, None], torch.minimum(reach + 1, k[:, None]), k[:, None])
+    kept_mass = cdf.gather(1, kept - 1)
+    target = uniforms(params.seed, params.position, 0)[:, None] * kept_mass
+    index = torch.minimum(torch.searchsorted(cdf, target.contiguous(), right=True), kept - 1)
+    return order.gather(1, index)[:, 0]
+
+
+NUCLEUS_METHODS = {"select": sample_by_selection, "sort": sample_by_sorting}
 
 
 def keep_lowest_ids(tied: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
@@ -193,9 +240,9 @@ def radix_boundary(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tens
     """Per row, the value ``p_c`` with mass(probs > p_c) < limit <= mass(probs >= p_c), where
     limit = top_p * the row's mass; returns (p_c, mass(probs > p_c), limit). Found digit by
     digit on the float bits, most significant first; tokens whose higher digits differ from the
-    boundary's go to an extra, ignored bucket. Bucket masses are float32 sums (as HF's float32
-    cumsum), their running totals float64."""
+    boundary's go to an extra, ignored bucket. Masses are float64 sums."""
     bits = probs.contiguous().view(torch.int32)
+    mass = probs.double()
     rows = probs.shape[0]
     value = torch.zeros(rows, dtype=torch.int32, device=probs.device)
     above = torch.zeros(rows, dtype=torch.float64, device=probs.device)
@@ -205,10 +252,10 @@ def radix_boundary(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tens
         if level:
             higher = shift + width  # tokens that share the boundary's higher digits
             digit = torch.where((bits >> higher) == (value >> higher)[:, None], digit, 1 << width)
-        histogram = torch.zeros(rows, (1 << width) + 1, dtype=probs.dtype, device=probs.device)
-        histogram.scatter_add_(1, digit.long(), probs)
+        histogram = torch.zeros(rows, (1 << width) + 1, dtype=torch.float64, device=probs.device)
+        histogram.scatter_add_(1, digit.long(), mass)
         if limit is None:
-            limit = top_p.double() * histogram.sum(dim=-1, dtype=torch.float64)
+            limit = top_p.double() * histogram.sum(dim=-1)
         chosen, mass_in_higher = crossing_digit(histogram[:, :-1], limit - above)
         above = above + mass_in_higher
         value = value | (chosen << shift)
@@ -219,7 +266,7 @@ def crossing_digit(histogram: torch.Tensor, limit: torch.Tensor) -> tuple[torch.
     """The digit whose bucket holds the point where the mass, summed from the highest digit
     down, reaches ``limit``; and the mass of the digits above it."""
     buckets = histogram.shape[-1]
-    suffix = histogram.flip(-1).cumsum(dim=-1, dtype=torch.float64)  # [j]: mass of digits >= buckets-1-j
+    suffix = histogram.flip(-1).cumsum(dim=-1)  # [j]: mass of digits >= buckets - 1 - j
     j = torch.searchsorted(suffix, limit[:, None].contiguous()).clamp(max=buckets - 1)  # [B, 1]
     before = torch.where(j > 0, suffix.gather(1, (j - 1).clamp(min=0)), 0.0)
     return (buckets - 1 - j[:, 0]).to(torch.int32), before[:, 0]
