@@ -343,7 +343,8 @@ class Engine:
             finish = row.checker.check(row.generated, context_full=total >= self.config.context_window)
             if finish is not None:
                 finished.append(self._release(row, finish))
-        self._update_peaks()
+        if finished or self.stats.decode_steps == 1:  # allocator statistics cost ~ms on CUDA: not every step
+            self._update_peaks()
         return finished
 
     def _release(self, row: Row, finish: Finish) -> EngineResult:
