@@ -27,7 +27,7 @@ from qwen_math.engine.sampling import (  # noqa: E402
     sample_tokens,
     sort_position_reference,
     splitmix64,
-    to_int64,
+    uniform,
 )
 from qwen_math.errors import EnvironmentUnavailable, UsageError  # noqa: E402
 
@@ -294,8 +294,16 @@ def splitmix64_reference(x: int) -> int:
 
 def test_splitmix64_matches_the_reference():
     values = [0, 1, 12345, 2**63 - 1, 2**64 - 1, 0xDEADBEEFCAFEF00D]
-    got = splitmix64(torch.tensor([to_int64(v) for v in values])).tolist()
-    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64_reference(v) for v in values]
+    assert [splitmix64(v) for v in values] == [splitmix64_reference(v) for v in values]
+    assert splitmix64(0) == 0xE220A8397B1DCDAF  # the published first output of SplitMix64(seed 0)
+
+
+def test_uniforms_are_uniform_and_depend_on_seed_and_position():
+    draws = torch.tensor([uniform(seed, 7) for seed in range(100_000)], dtype=torch.float64)
+    assert float(draws.min()) >= 0.0 and float(draws.max()) < 1.0
+    assert abs(float(draws.mean()) - 0.5) < 0.005 and abs(float(draws.var()) - 1 / 12) < 0.002
+    assert uniform(1, 2) == uniform(1, 2) != uniform(1, 3) != uniform(2, 2)
+    assert uniform(-1, 5) == uniform(2**64 - 1, 5)  # seeds fold into 64 bits
 
 
 def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=5) -> SamplingBatch:
@@ -305,7 +313,7 @@ def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=
 
 
 def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None, method=None) -> torch.Tensor:
-    tokens = sample_tokens(logits.expand(params.seed.shape[0], -1).contiguous(), params, row_chunk=row_chunk,
+    tokens = sample_tokens(logits.expand(params.uniform.shape[0], -1).contiguous(), params, row_chunk=row_chunk,
                            method=method)
     return torch.bincount(tokens, minlength=logits.shape[-1]).double() / tokens.shape[0]
 

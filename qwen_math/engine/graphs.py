@@ -59,7 +59,6 @@ class Captured:
 @dataclass
 class CapturedSampler:
     floats: torch.Tensor  # static [4, bucket] float64 (pack_rows layout)
-    seeds: torch.Tensor  # static [bucket] int64
     flags: tuple[bool, bool, int, bool]
     tokens: torch.Tensor | None = None  # static output, [bucket] int64
     graph: object | None = None
@@ -107,9 +106,8 @@ class GraphDecoder:
         bucket = bucket_for(len(rows))
         flags = batch_flags(rows)
         entry = self.samplers.get((bucket, flags)) or self._prepare_sampler(bucket, flags)
-        floats, seeds = pack_rows(rows + [PADDING_ROW] * (bucket - len(rows)))
+        floats = pack_rows(rows + [PADDING_ROW] * (bucket - len(rows)))
         entry.floats.copy_(host_to_device(floats, self.cache.device), non_blocking=True)
-        entry.seeds.copy_(host_to_device(seeds, self.cache.device), non_blocking=True)
         if entry.graph is not None:  # pragma: no cover - CUDA only
             entry.graph.replay()
         else:
@@ -118,8 +116,7 @@ class GraphDecoder:
 
     def _prepare_sampler(self, bucket: int, flags: tuple[bool, bool, int, bool]) -> CapturedSampler:
         device = self.cache.device
-        floats, seeds = pack_rows([PADDING_ROW] * bucket)
-        entry = CapturedSampler(floats.to(device), seeds.to(device), flags)
+        entry = CapturedSampler(pack_rows([PADDING_ROW] * bucket).to(device), flags)
         if self.capture_sampling:  # pragma: no cover - CUDA only
             try:
                 self._capture_graph(entry, lambda: self._sample_step(bucket, entry), output="tokens")
@@ -131,7 +128,7 @@ class GraphDecoder:
         return entry
 
     def _sample_step(self, bucket: int, entry: CapturedSampler) -> torch.Tensor:
-        params = SamplingBatch.from_buffers(entry.floats, entry.seeds, entry.flags)
+        params = SamplingBatch.from_buffers(entry.floats, entry.flags)
         return sample_tokens(self.graphs[bucket].logits, params, row_chunk=self.row_chunk)
 
     def _prepare(self, bucket: int) -> Captured:

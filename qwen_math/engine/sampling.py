@@ -1,8 +1,9 @@
 """On-device sampling for a batch of rows, each with its own temperature, top-p, top-k and seed.
 
-Randomness is counter-based: the uniforms of a row are a hash (SplitMix64) of its seed, the
-position of the token being sampled and a draw index, computed with int64 tensor ops on the
-device. A row's token therefore depends only on its own logits, parameters, seed and position,
+Randomness is counter-based: the uniform of a row is a hash (SplitMix64) of its seed and the
+position of the token being sampled, computed on the host from the row's settings (integer
+arithmetic, ~1 us a row) and sent with its other parameters in the step's one small
+host-to-device copy. A row's token therefore depends only on its own logits, parameters, seed and position,
 never on which other rows share the batch, and there is no per-row ``torch.Generator`` call
 (which would cost one launch per row and break CUDA-graph capture).
 
@@ -36,11 +37,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: SplitMix64 constants as signed int64 (torch has no uint64 arithmetic).
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-_POSITION_SALT = 0xD1B54A32D192ED03 - (1 << 64)
+#: SplitMix64 constants.
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_POSITION_SALT = 0xD1B54A32D192ED03
 
 @dataclass(frozen=True)
 class SamplingBatch:
@@ -50,8 +52,7 @@ class SamplingBatch:
     temperature: torch.Tensor  # [B] float32, 0 = greedy
     top_p: torch.Tensor  # [B] float32 in (0, 1]
     top_k: torch.Tensor  # [B] int64, <= 0 = disabled
-    seed: torch.Tensor  # [B] int64
-    position: torch.Tensor  # [B] int64, position of the token being sampled
+    uniform: torch.Tensor  # [B] float64 in [0, 1): the row's draw, ``uniform(seed, position)``
     all_greedy: bool = False
     any_greedy: bool = True
     k_max: int = 0  # the largest top_k of the batch (0: no row uses top-k)
@@ -59,32 +60,28 @@ class SamplingBatch:
 
     @classmethod
     def build(cls, rows: list[tuple[float, float, int, int, int]], device: torch.device) -> SamplingBatch:
-        """From ``(temperature, top_p, top_k, seed, position)`` tuples: two host-to-device copies."""
-        floats, seeds = pack_rows(rows)
-        return cls.from_buffers(host_to_device(floats, device), host_to_device(seeds, device), batch_flags(rows))
+        """From ``(temperature, top_p, top_k, seed, position)`` tuples: one host-to-device copy."""
+        return cls.from_buffers(host_to_device(pack_rows(rows), device), batch_flags(rows))
 
     @classmethod
-    def from_buffers(cls, floats: torch.Tensor, seeds: torch.Tensor,
-                     flags: tuple[bool, bool, int, bool]) -> SamplingBatch:
+    def from_buffers(cls, floats: torch.Tensor, flags: tuple[bool, bool, int, bool]) -> SamplingBatch:
         """From device buffers (``pack_rows``' layout) and ``batch_flags``: device ops only, so
         a CUDA graph captured over this reads whatever the buffers hold at replay."""
         all_greedy, any_greedy, k_max, any_top_p = flags
-        return cls(temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(), seed=seeds,
-                   position=floats[3].long(), all_greedy=all_greedy, any_greedy=any_greedy, k_max=k_max,
-                   any_top_p=any_top_p)
+        return cls(temperature=floats[0].float(), top_p=floats[1].float(), top_k=floats[2].long(),
+                   uniform=floats[3], all_greedy=all_greedy, any_greedy=any_greedy, k_max=k_max, any_top_p=any_top_p)
 
     def slice(self, start: int, stop: int) -> SamplingBatch:
-        tensors = {f: getattr(self, f)[start:stop] for f in ("temperature", "top_p", "top_k", "seed", "position")}
+        tensors = {f: getattr(self, f)[start:stop] for f in ("temperature", "top_p", "top_k", "uniform")}
         return SamplingBatch(**tensors, all_greedy=self.all_greedy, any_greedy=self.any_greedy, k_max=self.k_max,
                              any_top_p=self.any_top_p)
 
 
-def pack_rows(rows: list[tuple[float, float, int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Host tensors: [4, B] float64 (temperature, top_p, top_k, position; all exact) and [B]
-    int64 seeds."""
+def pack_rows(rows: list[tuple[float, float, int, int, int]]) -> torch.Tensor:
+    """A host tensor [4, B] float64: temperature, top_p, top_k, uniform (all exact in float64)."""
     temperature, top_p, top_k, seed, position = zip(*rows, strict=True)
-    floats = torch.tensor([temperature, top_p, top_k, position], dtype=torch.float64)
-    return floats, torch.tensor([to_int64(s) for s in seed], dtype=torch.int64)
+    draws = [uniform(s, p) for s, p in zip(seed, position, strict=True)]
+    return torch.tensor([temperature, top_p, top_k, draws], dtype=torch.float64)
 
 
 def batch_flags(rows: list[tuple[float, float, int, int, int]]) -> tuple[bool, bool, int, bool]:
@@ -106,29 +103,18 @@ def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return pinned.to(device, non_blocking=True)
 
 
-def to_int64(value: int) -> int:
-    """An arbitrary Python int folded into the signed 64-bit range (two's complement)."""
-    value &= (1 << 64) - 1
-    return value - (1 << 64) if value >= 1 << 63 else value
+def splitmix64(x: int) -> int:
+    """The SplitMix64 finaliser on an unsigned 64-bit integer."""
+    x = (x + _GOLDEN) & _MASK64
+    x = ((x ^ (x >> 30)) * _MIX1) & _MASK64
+    x = ((x ^ (x >> 27)) * _MIX2) & _MASK64
+    return x ^ (x >> 31)
 
 
-def shift_right_logical(x: torch.Tensor, bits: int) -> torch.Tensor:
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """The SplitMix64 finaliser on int64 tensors (wrapping arithmetic)."""
-    x = x + _GOLDEN
-    x = (x ^ shift_right_logical(x, 30)) * _MIX1
-    x = (x ^ shift_right_logical(x, 27)) * _MIX2
-    return x ^ shift_right_logical(x, 31)
-
-
-def uniforms(seed: torch.Tensor, position: torch.Tensor, draw: int) -> torch.Tensor:
-    """[B] float64 uniforms in [0, 1), a pure function of (seed, position, draw)."""
-    key = splitmix64(seed) ^ (position * _POSITION_SALT) ^ splitmix64(torch.full_like(seed, draw))
-    bits = shift_right_logical(splitmix64(key), 11)  # 53 random bits
-    return bits.to(torch.float64) * (2.0**-53)
+def uniform(seed: int, position: int, draw: int = 0) -> float:
+    """A uniform in [0, 1) (53 random bits), a pure function of (seed, position, draw)."""
+    key = splitmix64(seed & _MASK64) ^ ((position * _POSITION_SALT) & _MASK64) ^ splitmix64(draw)
+    return (splitmix64(key) >> 11) * 2.0**-53
 
 
 def sample_tokens(logits: torch.Tensor, params: SamplingBatch, *, row_chunk: int | None = None,
@@ -171,7 +157,7 @@ def sample_by_selection(probs: torch.Tensor, params: SamplingBatch) -> torch.Ten
         probs = top_k_filter(probs, params.top_k, params.k_max)
     if params.any_top_p:
         probs = top_p_filter(probs, params.top_p)
-    return BlockedDistribution(probs).inverse_transform(uniforms(params.seed, params.position, 0))
+    return BlockedDistribution(probs).inverse_transform(params.uniform)
 
 
 def sample_by_sorting(probs: torch.Tensor, params: SamplingBatch) -> torch.Tensor:
@@ -187,7 +173,7 @@ def sample_by_sorting(probs: torch.Tensor, params: SamplingBatch) -> torch.Tenso
     reach = torch.searchsorted(cdf, (params.top_p.double()[:, None] * mass_k).contiguous())  # cdf >= limit
     kept = torch.where((params.top_p < 1.0)[:, None], torch.minimum(reach + 1, k[:, None]), k[:, None])
     kept_mass = cdf.gather(1, kept - 1)
-    target = uniforms(params.seed, params.position, 0)[:, None] * kept_mass
+    target = params.uniform[:, None] * kept_mass
     index = torch.minimum(torch.searchsorted(cdf, target.contiguous(), right=True), kept - 1)
     return order.gather(1, index)[:, 0]
 
