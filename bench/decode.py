@@ -6,6 +6,17 @@ download), the exact Qwen2.5 tokenizer (built offline), sampling at temperature 
 max_tokens), for both sides; plain ``generate`` batches every request of a case at once and
 pads to the longest.
 
+Two baselines, measured in the same run on the same requests: ``generate`` (every request of
+a case in one batch, padded to the longest max_tokens) and ``generate (grouped)`` (requests
+sorted by max_tokens and run in 4 length groups, so a ratio over a case with mixed lengths is
+not only padding; for cases whose requests all ask the same length it is the plain run). The
+``ratio`` is baseline seconds / ours for the same tokens (ours faster when > 1).
+
+Fair to both sides: every repeat uses fresh prompts-cache state (``Engine.clear_prefix_cache``
+and new cache keys: a repeat never reuses an earlier repeat's prefill, which plain ``generate``
+never could), and a warm-up outside the measured cases (first-call overheads of both sides, the
+engine's CUDA graphs for the case's batch buckets) on a prompt the cases do not use.
+
 Cases ``<prompts>x<samples>``:
 - ``1x1``: 1 prompt, 1 sample, 64 tokens;
 - ``16x4``: 16 prompts x 4 samples, the 64 requests' max_tokens spread evenly over 16..128;
@@ -17,9 +28,16 @@ Cases ``<prompts>x<samples>``:
 
 Run: ``python bench/decode.py --shapes tiny,0.5b`` (CPU) or
 ``python bench/decode.py --device cuda --shapes 1.5b,7b --cases 1x1,16x4,64x1,16x16,256x1,tir``.
-``--repeat N`` takes the best of N interleaved runs per side (the machine may be shared).
-Ends with one JSON line per case: {"bench", "case", "baseline", "ours", "unit", "ratio", ...}
-plus the peak KV-cache and process memory and, on CUDA, the fraction of the HBM roofline.
+``--repeat N`` runs each side N times, interleaved, and reports the best of each (the machine
+may be shared); every run's own seconds, decode steps and roofline fraction are listed too.
+Ends with one JSON line per case: {"bench", "case", "baseline", "ours", "unit", "ratio",
+"baseline_grouped", "ratio_grouped", "steps", "roofline", "runs", ...}.
+
+Roofline (CUDA): the bytes a decode step must read at least (every weight once, plus the KV
+cache positions each row attends to, counted by the engine) over the device's memory bandwidth
+from ``HBM_BANDWIDTH`` (a table of known GPUs, matched on the device name; an unknown device
+gets no roofline), divided by the measured seconds of the run: the fraction of the
+memory-bandwidth bound the whole run (prefill and sampling included) reaches.
 
 What it deliberately does not do: download weights, or check generated text (the weights are
 random; the tests check correctness).
@@ -47,8 +65,14 @@ from qwen_math.tokenizer import load_offline_tokenizer
 TEMPERATURE, TOP_P = 0.7, 0.8
 TIR_TURNS, TIR_TOKENS, TIR_PAUSE_S = 4, 32, 0.05
 TOOL_OUTPUT = "```output\n42\n```\n"
-#: HBM bandwidth for the roofline, bytes/s (H100 SXM: 3.35 TB/s).
-HBM_BYTES_PER_S = 3.35e12
+#: datasheet memory bandwidth (bytes/s) by device-name fragment, most specific first.
+HBM_BANDWIDTH: dict[str, float] = {
+    "H200": 4.8e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H100": 3.35e12, "H20": 4.0e12,
+    "GH200": 4.0e12, "B200": 8.0e12, "A100-SXM4-80GB": 2.039e12, "A100 80GB PCIe": 1.935e12,
+    "A100": 1.555e12, "L40S": 0.864e12, "L40": 0.864e12, "L4": 0.3e12, "A10G": 0.6e12, "A10": 0.6e12,
+    "RTX 4090": 1.008e12, "RTX 3090": 0.936e12, "V100": 0.9e12, "T4": 0.32e12,
+}
+GROUPS = 4  # length groups of the grouped baseline
 
 
 @dataclass(frozen=True)
@@ -84,7 +108,10 @@ def build_model(shape: str, *, device: torch.device, dtype: torch.dtype, seed: i
     torch.manual_seed(seed)
     config = Qwen2Config(**model_config(SHAPES[shape]))
     with torch.device(device):  # initialised directly on the device, in the target dtype
-        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
+        try:
+            model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = Qwen2ForCausalLM._from_config(config, torch_dtype=dtype)
     return model.eval()
 
 
@@ -96,15 +123,16 @@ def prompts_for(count: int) -> list[str]:
     ]
 
 
-def requests_for(case: Case, *, scale: int) -> list[GenerationRequest]:
-    texts = prompts_for(case.prompts)
+def requests_for(case: Case, *, scale: int, run: str) -> list[GenerationRequest]:
+    """The case's requests for one run: ``run`` makes the prompts and cache keys its own."""
+    texts = [text.replace("What is", f"({run}) What is") for text in prompts_for(case.prompts)]
     count = case.prompts * case.samples
     requests = []
     for index in range(count):
         tokens = max(1, case.max_tokens(index, count) // scale)
         sampling = SamplingConfig(temperature=TEMPERATURE, top_p=TOP_P, max_tokens=tokens)
         prompt = texts[index // case.samples]
-        requests.append(GenerationRequest(f"r{index}", prompt, sampling, seed=index, cache_key=f"t{index}"))
+        requests.append(GenerationRequest(f"r{index}", prompt, sampling, seed=index, cache_key=f"{run}-t{index}"))
     return requests
 
 
@@ -123,7 +151,9 @@ def run_generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> N
         model.generate(**batch, generation_config=config)
 
 
-def baseline_seconds(model, tokenizer, case: Case, requests: list[GenerationRequest]) -> float:
+def baseline_seconds(model, tokenizer, case: Case, requests: list[GenerationRequest], *, groups: int = 1) -> float:
+    """Plain ``generate``: all requests in one padded batch, or in ``groups`` batches of
+    similar max_tokens (sorted by it)."""
     start = time.perf_counter()
     if case.tir:
         transcripts = [r.prompt for r in requests]
@@ -132,8 +162,16 @@ def baseline_seconds(model, tokenizer, case: Case, requests: list[GenerationRequ
             time.sleep(TIR_PAUSE_S)
             transcripts = [t + "x" * 8 + TOOL_OUTPUT for t in transcripts]
     else:
-        run_generate(model, tokenizer, [r.prompt for r in requests], max(r.sampling.max_tokens for r in requests))
+        ordered = sorted(requests, key=lambda r: r.sampling.max_tokens)
+        size = -(-len(ordered) // groups)
+        for first in range(0, len(ordered), size):
+            group = ordered[first:first + size]
+            run_generate(model, tokenizer, [r.prompt for r in group], max(r.sampling.max_tokens for r in group))
     return time.perf_counter() - start
+
+
+def lengths_differ(requests: list[GenerationRequest]) -> bool:
+    return len({r.sampling.max_tokens for r in requests}) > 1
 
 
 # -- ours: the hf backend -----------------------------------------------------------------
@@ -159,44 +197,72 @@ def tokens_asked(case: Case, requests: list[GenerationRequest]) -> int:
     return turns * sum(r.sampling.max_tokens for r in requests)
 
 
-def roofline_fraction(model, backend: HFBackend, seconds: float) -> float:
-    """(weights + KV bytes read per step) / HBM bandwidth, over the measured step time."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    stats = backend.stats
-    steps = max(stats.decode_steps, 1)
-    kv_per_step = stats.peak_kv_bytes / 2  # on average about half the cache is live
-    return (weights + kv_per_step) / HBM_BYTES_PER_S / (seconds / steps)
+def hbm_bandwidth(device: torch.device) -> float | None:
+    """The device's datasheet memory bandwidth in bytes/s, or None for a device not in the table."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((value for fragment, value in HBM_BANDWIDTH.items() if fragment in name), None)
 
 
-def measure(shape: str, case_name: str, *, device: torch.device, dtype: torch.dtype, tokenizer, scale: int,
-            seed: int, repeat: int) -> dict:
+def roofline_fraction(weight_bytes: int, stats: EngineStats, bytes_per_token: int, seconds: float,
+                      bandwidth: float | None) -> float | None:
+    """(weights read once per decode step + KV positions attended) / bandwidth, over the run's
+    measured seconds."""
+    if bandwidth is None:
+        return None
+    needed = stats.decode_steps * weight_bytes + stats.kv_read_tokens * bytes_per_token
+    return round(needed / bandwidth / seconds, 4)
+
+
+def measure_case(model, shape: str, case_name: str, *, device: torch.device, dtype: torch.dtype, tokenizer,
+                 scale: int, repeat: int) -> dict:
     case = CASES[case_name]
-    model = build_model(shape, device=device, dtype=dtype, seed=seed)
-    requests = requests_for(case, scale=scale)
+    count = case.prompts * case.samples
     backend = HFBackend.from_model(model, tokenizer, engine_config=EngineConfig(
         ignore_eos=True, context_window=model.config.max_position_embeddings,
-        max_batch_size=max(64, len(requests) + 1),  # + the scratch slot of CUDA graphs
+        max_batch_size=max(64, count + 1),  # + the scratch slot of CUDA graphs
     ))
-    warm = requests_for(CASES["1x1"], scale=16)
-    run_generate(model, tokenizer, [warm[0].prompt], 2)  # first-call overheads, both sides
+    engine = backend.engine
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bytes_per_token = engine.cache.shape.bytes_per_token  # keys and values of one position, all layers
+    bandwidth = hbm_bandwidth(device)
+    # warm-up outside the measured runs: both sides' first calls, the case's batch buckets
+    warm = [GenerationRequest(r.request_id, r.prompt, SamplingConfig(temperature=TEMPERATURE, top_p=TOP_P,
+                                                                     max_tokens=1 + i % 8), r.seed, r.cache_key)
+            for i, r in enumerate(requests_for(case, scale=scale, run="warm-up"))]
+    run_generate(model, tokenizer, [warm[0].prompt], 2)
     backend.generate(warm)
-    backend.engine.stats = EngineStats()
-    tokens = tokens_asked(case, requests)
-    base, ours = float("inf"), float("inf")
-    for _ in range(repeat):  # interleaved, best of each: a shared machine's bursts hit both sides
+    grouped = lengths_differ(requests_for(case, scale=scale, run="check"))
+    base, base_grouped, ours, runs = float("inf"), float("inf"), float("inf"), []
+    for index in range(repeat):  # interleaved, best of each: a shared machine's bursts hit all sides
+        requests = requests_for(case, scale=scale, run=f"run{index}")
         base = min(base, baseline_seconds(model, tokenizer, case, requests))
-        ours = min(ours, ours_seconds(backend, case, requests))
-    stats = backend.stats
+        if grouped:
+            base_grouped = min(base_grouped, baseline_seconds(model, tokenizer, case, requests, groups=GROUPS))
+        engine.clear_prefix_cache()
+        engine.stats = EngineStats()
+        seconds = ours_seconds(backend, case, requests)
+        stats = engine.stats
+        runs.append({"seconds": round(seconds, 4), "steps": stats.decode_steps,
+                     "roofline": roofline_fraction(weight_bytes, stats, bytes_per_token, seconds, bandwidth)})
+        ours = min(ours, seconds)
+    if not grouped:
+        base_grouped = base
+    tokens = tokens_asked(case, requests)
+    best = min(runs, key=lambda run: run["seconds"])
     row = {
         "bench": "decode", "case": f"{shape} {case_name}",
         "baseline": round(tokens / base, 2), "ours": round(tokens / ours, 2), "unit": "tok/s",
         "ratio": round(base / ours, 2),
+        "baseline_grouped": round(tokens / base_grouped, 2), "ratio_grouped": round(base_grouped / ours, 2),
+        "steps": best["steps"], "roofline": best["roofline"], "runs": runs,
         "device": device_name(device), "dtype": str(dtype).removeprefix("torch."), "tokens": tokens,
-        "peak_kv_mib": round(stats.peak_kv_bytes / 2**20, 1),
-        "peak_memory_mib": round(stats.peak_memory_bytes / 2**20, 1),
+        "attention": engine.forward.static_attention_name if engine._graphs is not None else "sdpa (eager)",
+        "bandwidth_tb_s": bandwidth / 1e12 if bandwidth else None,
+        "peak_kv_mib": round(engine.stats.peak_kv_bytes / 2**20, 1),
+        "peak_memory_mib": round(engine.stats.peak_memory_bytes / 2**20, 1),
     }
-    if device.type == "cuda":
-        row["roofline"] = round(roofline_fraction(model, backend, ours), 3)
     backend.close()
     return row
 
@@ -217,6 +283,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs per side; the best counts")
+    parser.add_argument("--jsonl", default=None, help="also append each case's JSON line to this file as it ends")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -244,12 +311,22 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_offline_tokenizer()
     rows = []
     for shape in args.shape_names:
+        model = build_model(shape, device=args.torch_device, dtype=args.torch_dtype, seed=args.seed)
         for case in args.case_names:
-            row = measure(shape, case, device=args.torch_device, dtype=args.torch_dtype, tokenizer=tokenizer,
-                          scale=4 if args.quick else 1, seed=args.seed, repeat=args.repeat)
+            row = measure_case(model, shape, case, device=args.torch_device, dtype=args.torch_dtype,
+                               tokenizer=tokenizer, scale=4 if args.quick else 1, repeat=args.repeat)
             rows.append(row)
-            print(f"{row['case']:>12}: generate {row['baseline']:9.1f} tok/s   hf {row['ours']:9.1f} tok/s   "
-                  f"x{row['ratio']:.2f}   peak KV {row['peak_kv_mib']} MiB", file=sys.stderr, flush=True)
+            roofline = "" if row["roofline"] is None else f"   roofline {row['roofline']:.1%}"
+            print(f"{row['case']:>12}: generate {row['baseline']:9.1f} tok/s (grouped {row['baseline_grouped']:9.1f})"
+                  f"   hf {row['ours']:9.1f} tok/s   x{row['ratio']:.2f} (grouped x{row['ratio_grouped']:.2f})"
+                  f"   {row['steps']} steps{roofline}   peak KV {row['peak_kv_mib']} MiB",
+                  file=sys.stderr, flush=True)
+            if args.jsonl:
+                with open(args.jsonl, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(row) + "\n")
+        del model
+        if args.torch_device.type == "cuda":
+            torch.cuda.empty_cache()
     for row in rows:
         print(json.dumps(row))
     return 0

@@ -1,9 +1,18 @@
 """Grader benchmark on 800 real Qwen2.5-Math samples (not a timed test).
 
-Prints, for ``eval.grade.grade_batch`` (a fresh ``GraderPool``, start-up included, imports
-excluded) and, when installed, Math-Verify's ``verify(parse(gold), parse(response))`` in the
-same run: agreement with the file's own verdicts (every disagreement listed), the number
-correct, and samples/s (median of 3 runs). Ends with one JSON line per case.
+Like for like, in the same run: our grader (``eval.grade.GraderPool``: a fresh pool per run,
+start-up included, imports excluded) against Math-Verify's ``verify(parse(gold),
+parse(response))`` (the baseline; ``pip install 'qwen-math[bench]'`` or ``pip install
+math-verify``), at the same parallelism:
+
+- ``x1``: our pool with 1 worker process against Math-Verify in this one process (one core
+  each);
+- ``xN`` (``--workers N``, default 2): our pool with N workers against Math-Verify mapped over a
+  fresh N-process ``multiprocessing`` pool (fork; imports done in the parent before, as ours).
+
+For each grader: agreement with the file's own verdicts (every disagreement listed), the number
+correct, and samples/s (median of ``--runs`` interleaved runs). A ``ratio`` is our samples/s over
+Math-Verify's at the same worker count (ours faster when > 1). Ends with one JSON line per case.
 
     python bench/grader.py [--file PATH] [--workers 2] [--runs 3]
 """
@@ -12,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -41,16 +51,23 @@ def ours(samples: Sequence[dict], workers: int) -> list[bool]:
         return [bool(g) for g in pool.grade_batch([(s["response"], s["gold"]) for s in samples])]
 
 
-def math_verify_verdicts(samples: Sequence[dict]) -> list[bool]:
+def math_verify_one(pair: tuple[str, str]) -> bool:
     from math_verify import parse, verify
 
-    verdicts = []
-    for s in samples:
-        try:
-            verdicts.append(bool(verify(parse("$" + s["gold"] + "$"), parse(s["response"]))))
-        except Exception:  # noqa: BLE001 - a crash of the baseline counts as a wrong verdict
-            verdicts.append(False)
-    return verdicts
+    gold, response = pair
+    try:
+        return bool(verify(parse("$" + gold + "$"), parse(response)))
+    except Exception:  # noqa: BLE001 - a crash of the baseline counts as a wrong verdict
+        return False
+
+
+def math_verify_verdicts(samples: Sequence[dict], workers: int = 1) -> list[bool]:
+    """Math-Verify in this process (``workers == 1``) or over a fresh N-process pool."""
+    pairs = [(s["gold"], s["response"]) for s in samples]
+    if workers == 1:
+        return [math_verify_one(pair) for pair in pairs]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return pool.map(math_verify_one, pairs, chunksize=8)
 
 
 def timed_interleaved(graders: dict[str, Callable[[], list[bool]]],
@@ -91,26 +108,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.grade import warm_imports
 
     warm_imports()
-    graders: dict[str, Callable[[], list[bool]]] = {"ours": lambda: ours(samples, args.workers)}
+    counts = sorted({1, args.workers})
+    graders: dict[str, Callable[[], list[bool]]] = {}
     try:
-        import math_verify  # noqa: F401
+        import math_verify  # noqa: F401  (imported here, before any fork: excluded from the timings)
     except ImportError:
-        print("math-verify not installed: no baseline")
+        print("math-verify not installed (pip install math-verify): no baseline")
+        math_verify_ok = False
     else:
-        graders["math-verify"] = lambda: math_verify_verdicts(samples)
+        math_verify_ok = True
+    for n in counts:
+        graders[f"ours x{n}"] = lambda n=n: ours(samples, n)
+        if math_verify_ok:
+            graders[f"math-verify x{n}"] = lambda n=n: math_verify_verdicts(samples, n)
     timings = timed_interleaved(graders, args.runs)
     rates = {name: report(name, samples, *timings[name]) for name in graders}
-    correct = {name: sum(timings[name][0]) for name in graders}
-    baseline_rate = rates.get("math-verify")
-    baseline_correct = correct.get("math-verify")
-    cases = [
-        {"bench": "grader", "case": "samples_per_s", "baseline": round(baseline_rate, 1) if baseline_rate else None,
-         "ours": round(rates["ours"], 1), "unit": "samples/s",
-         "ratio": round(rates["ours"] / baseline_rate, 2) if baseline_rate else None},
-        {"bench": "grader", "case": "correct_of_800", "baseline": baseline_correct, "ours": correct["ours"],
-         "unit": "samples", "ratio": round(correct["ours"] / baseline_correct, 3) if baseline_correct else None},
-    ]
-    print(f"ratio ours/math-verify: {cases[0]['ratio']}")
+    cases = []
+    for n in counts:
+        base = rates.get(f"math-verify x{n}")
+        cases.append({"bench": "grader", "case": f"samples_per_s x{n}", "baseline": round(base, 1) if base else None,
+                      "ours": round(rates[f"ours x{n}"], 1), "unit": "samples/s",
+                      "ratio": round(rates[f"ours x{n}"] / base, 2) if base else None, "workers": n})
+        print(f"x{n} workers: ratio ours/math-verify {cases[-1]['ratio']}")
+    baseline_correct = sum(timings["math-verify x1"][0]) if math_verify_ok else None
+    ours_correct = sum(timings["ours x1"][0])
+    cases.append({"bench": "grader", "case": "correct_of_800", "baseline": baseline_correct, "ours": ours_correct,
+                  "unit": "samples", "ratio": round(ours_correct / baseline_correct, 3) if baseline_correct else None})
     for case in cases:
         print(json.dumps(case))
     return 0

@@ -24,10 +24,10 @@ from qwen_math.engine.kv_cache import CacheShape, KVCache, slots_that_fit  # noq
 from qwen_math.engine.qwen2 import Qwen2Forward  # noqa: E402
 from qwen_math.engine.sampling import (  # noqa: E402
     SamplingBatch,
-    sample_nucleus_by_sorting,
     sample_tokens,
+    sort_position_reference,
     splitmix64,
-    to_int64,
+    uniform,
 )
 from qwen_math.errors import EnvironmentUnavailable, UsageError  # noqa: E402
 
@@ -294,8 +294,16 @@ def splitmix64_reference(x: int) -> int:
 
 def test_splitmix64_matches_the_reference():
     values = [0, 1, 12345, 2**63 - 1, 2**64 - 1, 0xDEADBEEFCAFEF00D]
-    got = splitmix64(torch.tensor([to_int64(v) for v in values])).tolist()
-    assert [g & ((1 << 64) - 1) for g in got] == [splitmix64_reference(v) for v in values]
+    assert [splitmix64(v) for v in values] == [splitmix64_reference(v) for v in values]
+    assert splitmix64(0) == 0xE220A8397B1DCDAF  # the published first output of SplitMix64(seed 0)
+
+
+def test_uniforms_are_uniform_and_depend_on_seed_and_position():
+    draws = torch.tensor([uniform(seed, 7) for seed in range(100_000)], dtype=torch.float64)
+    assert float(draws.min()) >= 0.0 and float(draws.max()) < 1.0
+    assert abs(float(draws.mean()) - 0.5) < 0.005 and abs(float(draws.var()) - 1 / 12) < 0.002
+    assert uniform(1, 2) == uniform(1, 2) != uniform(1, 3) != uniform(2, 2)
+    assert uniform(-1, 5) == uniform(2**64 - 1, 5)  # seeds fold into 64 bits
 
 
 def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=5) -> SamplingBatch:
@@ -304,8 +312,9 @@ def batch(rows: int, *, temperature=1.0, top_p=1.0, top_k=-1, seed0=0, position=
     )
 
 
-def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None) -> torch.Tensor:
-    tokens = sample_tokens(logits.expand(params.seed.shape[0], -1).contiguous(), params, row_chunk=row_chunk)
+def empirical(logits: torch.Tensor, params: SamplingBatch, *, row_chunk=None, method=None) -> torch.Tensor:
+    tokens = sample_tokens(logits.expand(params.uniform.shape[0], -1).contiguous(), params, row_chunk=row_chunk,
+                           method=method)
     return torch.bincount(tokens, minlength=logits.shape[-1]).double() / tokens.shape[0]
 
 
@@ -322,22 +331,42 @@ PROBS = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.05, 0.05, 0.0, 0.0])
         (0.9, 3, 3),  # top-k first, then the nucleus of the renormalised three
     ],
 )
-def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept):
+@pytest.mark.parametrize("method", ["select", "sort"])
+def test_sampler_draws_from_the_exact_truncated_distribution(top_p, top_k, kept, method):
     logits = PROBS.clamp(min=1e-30).log()[None]
     draws = 20000
-    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=4096)
+    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=4096, method=method)
     target = torch.zeros_like(PROBS)
     target[:kept] = PROBS[:kept] / PROBS[:kept].sum()
     assert torch.all(freq[kept:] == 0)
     assert torch.allclose(freq, target.double(), atol=0.015)
 
 
-def test_rejection_sampler_agrees_with_the_sorting_sampler():
-    logits = PROBS.clamp(min=1e-30).log()[None]
-    params = batch(20000, top_p=0.8)
-    probs = torch.softmax(logits, -1).expand(20000, -1).contiguous()
-    by_sorting = torch.bincount(sample_nucleus_by_sorting(probs, params), minlength=8).double() / 20000
-    assert torch.allclose(empirical(logits, params), by_sorting, atol=0.015)
+# tied and near-tied probabilities (bf16 logits tie often): 200k draws against the brute-force
+# sort-position definition (stable sort, ties by lower token id), within 4 standard errors
+TIED = torch.tensor([0.1, 0.2, 0.1, 0.05, 0.2, 0.1, 0.05, 0.1 + 1e-7, 0.05, 0.05 - 1e-7, 0.0])
+
+
+@pytest.mark.parametrize("method", ["select", "sort"])  # CPU default, CUDA default
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.8, 0.95])
+@pytest.mark.parametrize("top_k", [-1, 5])
+def test_tied_probabilities_follow_the_sort_position_definition(top_p, top_k, method):
+    draws = 200_000
+    probs = TIED / TIED.sum()
+    logits = probs.clamp(min=1e-30).log()[None]
+    freq = empirical(logits, batch(draws, top_p=top_p, top_k=top_k), row_chunk=8192, method=method)
+    target = sort_position_reference(probs, top_p, top_k)
+    assert torch.all(freq[target == 0] == 0)
+    standard_error = (target * (1 - target) / draws).sqrt()
+    assert torch.all((freq - target).abs() <= 4 * standard_error + 1e-12), (freq, target)
+
+
+@pytest.mark.parametrize("method", ["select", "sort"])
+def test_tie_at_the_boundary_keeps_the_lower_ids(method):
+    # four tokens tied at 0.25: top_p 0.5 keeps exactly ids 0 and 1 (HF/vLLM sort position)
+    logits = torch.zeros(1, 4)
+    freq = empirical(logits, batch(4000, top_p=0.5), method=method)
+    assert freq[2] == 0 and freq[3] == 0 and freq[0] > 0.4 and freq[1] > 0.4
 
 
 def test_sampled_token_depends_only_on_its_row():
@@ -373,9 +402,18 @@ def test_cache_grows_and_keeps_its_contents():
     shape = CacheShape(layers=1, kv_heads=1, head_dim=2, dtype=torch.float32)
     cache = KVCache(shape, slots=2, context_window=4096, device=torch.device("cpu"))
     cache.ensure_capacity(10)
-    cache.keys[0, 1, 0, 9] = 3.0
+    cache.keys[0, 1, 9, 0] = 3.0
     cache.ensure_capacity(300)
-    assert cache.capacity == 512 and cache.keys[0, 1, 0, 9, 0] == 3.0
+    assert cache.capacity == 512 and cache.keys[0, 1, 9, 0, 0] == 3.0
+
+
+def test_preallocated_cache_never_moves():
+    # the CUDA layout: full context from the start, so captured graphs stay valid
+    shape = CacheShape(layers=1, kv_heads=1, head_dim=2, dtype=torch.float32)
+    cache = KVCache(shape, slots=2, context_window=300, device=torch.device("cpu"), preallocate=True)
+    address = cache.keys.data_ptr()
+    cache.ensure_capacity(300)
+    assert cache.capacity == 512 and cache.keys.data_ptr() == address
 
 
 @pytest.mark.parametrize(
@@ -385,3 +423,45 @@ def test_cache_grows_and_keeps_its_contents():
 )
 def test_common_prefix_length(a, b, limit, expected):
     assert common_prefix_length(a, b, limit) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# host synchronisation: one device-to-host transfer per decode step
+# ---------------------------------------------------------------------------------------
+
+
+def test_decode_step_transfers_to_the_host_once(model, monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    host_ops = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique", "_unique2",
+                "unique_consecutive", "unique_dim", "item"}
+    transfers: list[str] = []
+
+    class CountHostTransfers(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = func.overloadpacket.__name__
+            to_cpu = name in {"_to_copy", "to", "copy_"} and str(kwargs.get("device", "")) == "cpu"
+            if name in host_ops or to_cpu:
+                transfers.append(name)
+            return func(*args, **kwargs)
+
+    for method in ("tolist", "cpu", "numpy", "item"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _original=original, _name=method, **kwargs):
+            transfers.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    engine = make_engine(model, max_batch_size=8)
+    mixed = [{"temperature": 0.0}, SAMPLED, {"temperature": 0.7, "top_k": 20}, {"temperature": 1.0, "top_p": 0.5,
+                                                                                  "top_k": 7}]
+    for i, sampling in enumerate(mixed * 2):
+        engine.add(request(f"h{i}", prompt(60 + i % 4, 9), seed=i, max_tokens=30, **sampling))
+    engine.step()  # admission and prefill
+    transfers.clear()
+    with CountHostTransfers():
+        for _ in range(6):
+            engine.step()
+    assert transfers == ["tolist"] * 6

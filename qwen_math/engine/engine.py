@@ -19,9 +19,12 @@ Why the last prompt token is always fed by the decode step: prefill then never c
 (no LM head over prompt positions), and a prompt's n samples each feed that token in the same
 batched step and sample with their own seeds.
 
-On CUDA the decode forward is replayed as CUDA graphs, one per (batch bucket, cache capacity)
-(``qwen_math.engine.graphs``, ``EngineConfig.static_decode``; the padded static layout is
-tested eagerly on CPU, the graph capture itself only runs on CUDA).
+On CUDA the cache is preallocated at full context and the decode forward is replayed as CUDA
+graphs, one per batch bucket, captured once (``qwen_math.engine.graphs``,
+``EngineConfig.static_decode``; attention reads each row's own length through a varlen kernel,
+``qwen_math.engine.attention``; the padded static layout is tested eagerly on CPU, the graph
+capture itself only runs on CUDA). The decode step has no host synchronisation before its one
+device-to-host copy of the sampled ids (``_sampled_ids_to_host``).
 
 What it deliberately does not do: tokenisation (the backend does it), preemption of running
 rows, speculative decoding, or priorities (waiting work is first come, first served).
@@ -41,7 +44,7 @@ from qwen_math.backends.base import drain
 from qwen_math.engine.graphs import GraphDecoder
 from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
 from qwen_math.engine.qwen2 import Qwen2Forward
-from qwen_math.engine.sampling import SamplingBatch, sample_tokens
+from qwen_math.engine.sampling import SamplingBatch, host_to_device, sample_tokens
 from qwen_math.engine.stops import Finish, StopChecker
 from qwen_math.errors import UsageError
 
@@ -87,6 +90,7 @@ class EngineStats:
     reused_tokens: int = 0
     decode_steps: int = 0
     decoded_tokens: int = 0
+    kv_read_tokens: int = 0  # cache positions the decode steps attended to (for a roofline)
     peak_kv_bytes: int = 0
     peak_memory_bytes: int = 0  # accelerator peak on CUDA, process peak RSS on CPU
 
@@ -135,6 +139,7 @@ class Engine:
             slots=self._slot_count(),
             context_window=config.context_window,
             device=self.device,
+            preallocate=self._preallocate,
         )
         # with CUDA graphs the last slot is scratch space for the rows that pad a batch bucket
         usable = self.cache.slots - 1 if self._use_graphs and self.cache.slots > 1 else self.cache.slots
@@ -149,7 +154,8 @@ class Engine:
         # that sampled a token and is still running; finished rows come back from ``step``
         self.on_tokens: Callable[[list[tuple[str, int]]], None] | None = None
         if usable < self.cache.slots:
-            self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1)
+            self._graphs = GraphDecoder(self.forward, self.cache, scratch_slot=self.cache.slots - 1,
+                                        row_chunk=self._row_chunk)
 
     # -- public --------------------------------------------------------------------------
 
@@ -182,6 +188,15 @@ class Engine:
     def run(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Generate every request to completion; results in request order."""
         return drain(requests, add=self.add, step=self.step, has_unfinished=self.has_unfinished)
+
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix and parked trajectory of idle slots (like vLLM's
+        ``reset_prefix_cache``): later requests prefill from scratch. Benchmarks call it between
+        repeats so that no repeat reuses an earlier one's prompts."""
+        for slot in self.slots:
+            if slot.row is None:
+                slot.tokens = []
+                slot.parked_key = None
 
     def peak_memory_bytes(self) -> int:
         if self.device.type == "cuda":
@@ -270,7 +285,7 @@ class Engine:
                 chunk = row.pending[: min(budget, len(row.pending) - 1)]
                 start = len(row.slot.tokens)
                 self.cache.ensure_capacity(start + len(chunk))
-                ids = torch.tensor(chunk, dtype=torch.int64, device=self.device)
+                ids = host_to_device(torch.tensor(chunk, dtype=torch.int64), self.device)
                 self.forward.prefill(self.cache, slot=row.slot.index, tokens=ids, start=start)
                 row.slot.tokens.extend(chunk)
                 del row.pending[: len(chunk)]
@@ -284,23 +299,32 @@ class Engine:
         positions = [len(row.slot.tokens) for row in ready]
         self.cache.ensure_capacity(max(positions) + 1)
         slots = [row.slot.index for row in ready]
+        rows = [
+            (r.request.temperature, r.request.top_p, r.request.top_k, r.request.seed, p + 1)
+            for r, p in zip(ready, positions, strict=True)
+        ]
         logits = self._logits(slots, [row.pending[0] for row in ready], positions)
-        params = SamplingBatch.build(
-            [
-                (r.request.temperature, r.request.top_p, r.request.top_k, r.request.seed, p + 1)
-                for r, p in zip(ready, positions, strict=True)
-            ],
-            self.device,
-        )
-        tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
+        if self._graphs is not None:  # sampling replayed as a graph over the forward's logits
+            tokens = self._graphs.sample(rows)
+        else:
+            params = SamplingBatch.build(rows, self.device)
+            tokens = sample_tokens(logits[: len(ready)], params, row_chunk=self._row_chunk)
         self.stats.decode_steps += 1
         self.stats.decoded_tokens += len(ready)
-        return tokens.tolist()  # the one host transfer per step
+        self.stats.kv_read_tokens += sum(positions) + len(positions)
+        return self._sampled_ids_to_host(tokens)
+
+    def _sampled_ids_to_host(self, tokens: torch.Tensor) -> list[int]:
+        """The step's one device-to-host transfer: the sampled ids, in ``ready`` order.
+
+        Everything before it is queued on the device without a sync; a per-step hook that
+        wants the new ids (streaming) belongs here."""
+        return tokens.tolist()
 
     def _logits(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         if self._graphs is not None:
             return self._graphs(slots, tokens, positions)
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.int64, device=self.device)  # noqa: E731
+        as_tensor = lambda values: host_to_device(torch.tensor(values, dtype=torch.int64), self.device)  # noqa: E731
         return self.forward.decode(
             self.cache,
             slots=as_tensor(slots),
@@ -322,7 +346,8 @@ class Engine:
             finish = row.checker.check(row.generated, context_full=total >= self.config.context_window)
             if finish is not None:
                 finished.append(self._release(row, finish))
-        self._update_peaks()
+        if finished or self.stats.decode_steps == 1:  # allocator statistics cost ~ms on CUDA: not every step
+            self._update_peaks()
         if self.on_tokens is not None:
             self._emit_tokens(ready, tokens, finished)
         return finished
@@ -374,8 +399,14 @@ class Engine:
         fraction = self.config.memory_fraction or (0.85 if cuda else 0.5)
         budget = int(free_memory_bytes(self.device) * fraction)
         return slots_that_fit(
-            self.forward.cache_shape, context_window=self.config.context_window, budget_bytes=budget, wanted=wanted
+            self.forward.cache_shape, context_window=self.config.context_window, budget_bytes=budget, wanted=wanted,
+            grows=not self._preallocate,
         )
+
+    @property
+    def _preallocate(self) -> bool:
+        """CUDA: the whole context per slot up front, so graphs never see the cache move."""
+        return self.device.type == "cuda"
 
     @property
     def _use_graphs(self) -> bool:

@@ -1,15 +1,23 @@
 """A preallocated KV cache: one row ("slot") per sequence, sized from free memory.
 
-Layout: ``keys`` and ``values`` are ``[layers, slots, kv_heads, capacity, head_dim]``. The slot
-count is fixed when the cache is made (the most sequences decoded at once); the capacity (token
-positions per slot) starts small and doubles on demand up to the context window, so a short
-run never holds a 4096-token cache per slot. The slot count is chosen so that every slot can
-reach the full context window within the memory budget: once created, the cache never runs out
-of memory; a budget too small for even one full-context sequence is a clear
-``EnvironmentUnavailable`` at creation, not an out-of-memory traceback later.
+Layout: ``keys`` and ``values`` are ``[layers, slots, capacity, kv_heads, head_dim]`` (the
+"BMHK" layout the varlen attention kernels read: one layer's cache viewed as
+``[1, slots * capacity, kv_heads, head_dim]`` is a packed key sequence in which slot ``s``
+starts at ``s * capacity``, so a slot is a fixed block of the table and a decode row reads only
+its own slot's first ``length`` positions, never the longest row's). The slot count is fixed
+when the cache is made (the most sequences decoded at once).
 
-What it deliberately does not do: paging or block tables (a slot owns a contiguous row), or
-decide which sequence lives in which slot (that is the scheduler's job).
+Capacity (token positions per slot): with ``preallocate`` (the default on CUDA) every slot holds
+the whole context window from the start, so the tensors never move and CUDA graphs captured
+over them stay valid for the engine's life (no re-capture on growth). Without it (CPU) the
+capacity starts small and doubles on demand up to the context window, so a short run never
+holds a 4096-token cache per slot. The slot count is chosen so that every slot can reach the
+full context window within the memory budget: once created, the cache never runs out of memory;
+a budget too small for even one full-context sequence is a clear ``EnvironmentUnavailable`` at
+creation, not an out-of-memory traceback later.
+
+What it deliberately does not do: sub-slot paging (a slot owns one contiguous block), or decide
+which sequence lives in which slot (that is the scheduler's job).
 """
 
 from __future__ import annotations
@@ -57,9 +65,14 @@ def free_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
-def slots_that_fit(shape: CacheShape, *, context_window: int, budget_bytes: int, wanted: int) -> int:
-    """How many full-context slots fit in the budget (at most ``wanted``); raise if not one."""
-    per_slot = shape.bytes_per_token * context_window * 3 // 2  # old + new while growing
+def slots_that_fit(shape: CacheShape, *, context_window: int, budget_bytes: int, wanted: int,
+                   grows: bool = True) -> int:
+    """How many full-context slots fit in the budget (at most ``wanted``); raise if not one.
+
+    ``grows``: the cache doubles on demand, so old and new tensors coexist while it grows."""
+    per_slot = shape.bytes_per_token * context_window
+    if grows:
+        per_slot = per_slot * 3 // 2
     fitting = budget_bytes // per_slot
     if fitting < 1:
         raise EnvironmentUnavailable(
@@ -73,15 +86,16 @@ def slots_that_fit(shape: CacheShape, *, context_window: int, budget_bytes: int,
 class KVCache:
     """Keys and values for ``slots`` sequences of up to ``context_window`` positions."""
 
-    def __init__(self, shape: CacheShape, *, slots: int, context_window: int, device: torch.device) -> None:
+    def __init__(self, shape: CacheShape, *, slots: int, context_window: int, device: torch.device,
+                 preallocate: bool = False) -> None:
         self.shape = shape
         self.slots = slots
         self.context_window = context_window
         self.device = device
-        self.capacity = 0
-        self.keys = self._allocate(0)
-        self.values = self._allocate(0)
-        self.peak_bytes = 0
+        self.capacity = round_up(context_window, CAPACITY_QUANTUM) if preallocate else 0
+        self.keys = self._allocate(self.capacity)
+        self.values = self._allocate(self.capacity)
+        self.peak_bytes = self.bytes
 
     @property
     def bytes(self) -> int:
@@ -103,18 +117,18 @@ class KVCache:
 
     def copy_prefix(self, *, source: int, target: int, length: int) -> None:
         """Copy the first ``length`` positions of slot ``source`` into slot ``target``."""
-        self.keys[:, target, :, :length] = self.keys[:, source, :, :length]
-        self.values[:, target, :, :length] = self.values[:, source, :, :length]
+        self.keys[:, target, :length] = self.keys[:, source, :length]
+        self.values[:, target, :length] = self.values[:, source, :length]
 
     def _allocate(self, capacity: int) -> torch.Tensor:
         s = self.shape
         return torch.zeros(
-            (s.layers, self.slots, s.kv_heads, capacity, s.head_dim), dtype=s.dtype, device=self.device
+            (s.layers, self.slots, capacity, s.kv_heads, s.head_dim), dtype=s.dtype, device=self.device
         )
 
     def _grown(self, old: torch.Tensor, capacity: int) -> torch.Tensor:
         new = self._allocate(capacity)
-        new[:, :, :, : old.shape[3]] = old
+        new[:, :, : old.shape[2]] = old
         return new
 
 

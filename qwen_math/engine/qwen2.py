@@ -13,7 +13,8 @@ Two entry points:
 - ``prefill(cache, slot, tokens, start)``: one sequence, a chunk of prompt tokens at positions
   ``start..``; writes their keys/values, returns nothing (no LM head over prompt positions);
 - ``decode(cache, slots, tokens, positions)``: one token for each of B sequences -> [B, vocab]
-  logits (float32).
+  logits (float32); ``decode_static`` is the same step with tensor-only arguments for CUDA
+  graphs, its attention chosen by ``qwen_math.engine.attention`` (the varlen kernel on CUDA).
 
 What it deliberately does not do: sliding-window attention, rope scaling that depends on the
 sequence length (dynamic/longrope), or training.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from qwen_math.engine.attention import decode_attention, sdpa_attend
 from qwen_math.engine.kv_cache import CacheShape, KVCache
 from qwen_math.errors import UsageError
 
@@ -65,6 +67,9 @@ class Qwen2Forward:
         self.device = self.embed.device
         self._logits: torch.Tensor | None = None  # reused LM-head output buffer
         self.cos, self.sin = rope_tables(inner.rotary_emb, context_window, self.dtype)
+        self.static_attention_name, self.static_attention = decode_attention(
+            self.device, dtype=self.dtype, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim
+        )
 
     @property
     def cache_shape(self) -> CacheShape:
@@ -82,12 +87,13 @@ class Qwen2Forward:
             mask = keys[None, :] <= torch.arange(start, end, device=self.device)[:, None]  # [C, end]
         for index, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)  # [C, H, D], [C, Hkv, D]
-            cache.keys[index, slot, :, start:end] = k.transpose(0, 1)
-            cache.values[index, slot, :, start:end] = v.transpose(0, 1)
+            keys, values = cache.keys[index, slot], cache.values[index, slot]  # [capacity, Hkv, D]
+            keys[start:end] = k
+            values[start:end] = v
             attn = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None],  # [1, H, C, D]
-                cache.keys[index, slot, :, :end][None],  # [1, Hkv, end, D]
-                cache.values[index, slot, :, :end][None],
+                keys[:end].transpose(0, 1)[None],  # [1, Hkv, end, D]
+                values[:end].transpose(0, 1)[None],
                 attn_mask=mask,
                 is_causal=mask is None,
                 enable_gqa=True,
@@ -101,30 +107,34 @@ class Qwen2Forward:
         Attention reads positions ``< span`` (``span`` > every position). ``contiguous`` means
         ``slots`` is exactly ``0..B-1``: the cache is then read by slicing, without a copy.
         """
-        hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, span, contiguous)
+        def attend(q, keys, values, lengths):
+            return sdpa_attend(q, keys, values, slots, lengths, span=span, contiguous=contiguous)
+
+        hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, attend)
         return self._lm_head(hidden)
 
     def decode_static(self, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor,
                       positions: torch.Tensor) -> torch.Tensor:
-        """``decode`` with only tensor arguments and attention over the whole capacity: no host
-        sync and static shapes per (batch, capacity), for CUDA-graph capture."""
-        hidden = self._decode_layers(keys, values, slots, tokens, positions, keys.shape[3], False)
+        """``decode`` with only tensor arguments and fixed shapes per batch size: no host sync,
+        for CUDA-graph capture. Attention is ``self.static_attention`` (the varlen kernel on
+        CUDA: each row reads only its own length; SDPA over the whole capacity elsewhere)."""
+
+        def attend(q, layer_keys, layer_values, lengths):
+            return self.static_attention(q, layer_keys, layer_values, slots, lengths)
+
+        hidden = self._decode_layers(keys, values, slots, tokens, positions, attend)
         return F.linear(hidden, self.lm_head).float()
 
-    def _decode_layers(self, keys, values, slots, tokens, positions, span: int, contiguous: bool) -> torch.Tensor:
+    def _decode_layers(self, keys, values, slots, tokens, positions, attend) -> torch.Tensor:
         batch = tokens.shape[0]
         cos, sin = self.cos[positions], self.sin[positions]  # [B, D]
         x = F.embedding(tokens, self.embed)  # [B, hidden]
-        mask = (torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        lengths = positions + 1
         for index, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)  # [B, H, D], [B, Hkv, D]
-            keys[index][slots, :, positions] = k
-            values[index][slots, :, positions] = v
-            if contiguous:
-                k_all, v_all = keys[index, :batch, :, :span], values[index, :batch, :, :span]
-            else:
-                k_all, v_all = keys[index][slots, :, :span], values[index][slots, :, :span]
-            attn = F.scaled_dot_product_attention(q[:, :, None], k_all, v_all, attn_mask=mask, enable_gqa=True)
+            keys[index][slots, positions] = k
+            values[index][slots, positions] = v
+            attn = attend(q, keys[index], values[index], lengths)
             x = self._after_attention(w, x, attn.reshape(batch, -1))
         return rms_norm(x, self.final_norm, self.eps)
 

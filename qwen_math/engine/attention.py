@@ -1,0 +1,119 @@
+"""Decode attention: one new query token per row against that row's own slot of the KV cache.
+
+Two implementations of one function, ``attend(q, keys, values, slots, lengths)`` -> [B, H * D]
+(``q`` [B, H, D]; ``keys``/``values`` one layer's cache, [slots, capacity, Hkv, D]; row ``b``
+attends to positions ``< lengths[b]`` of slot ``slots[b]``):
+
+- ``varlen`` (CUDA): PyTorch's memory-efficient (CUTLASS) attention kernel in its variable-length
+  form. The layer's cache is one packed key sequence ``[1, slots * capacity, Hkv, D]``; row
+  ``b``'s keys start at ``slots[b] * capacity`` (``cu_seqlens_k``) and are ``lengths[b]`` long
+  (``seqlen_k``), so each row reads only its own positions: no gather, no padding to the
+  longest row, no mask tensor. GQA without repeating K/V: the G = H / Hkv query heads that share
+  a KV head become G query *tokens* of that KV head (``[1, B * G, Hkv, D]``), which is exact
+  for decode because they share one mask. Every argument is a device tensor of fixed shape, so
+  it is captured in CUDA graphs.
+- ``sdpa`` (CPU, and the CUDA fallback): ``scaled_dot_product_attention`` over the rows'
+  slots with the same GQA reshaping and a boolean length mask (on CPU the rows are a slice of
+  the cache when the slots are ``0..B-1``).
+
+``decode_attention(device)`` picks ``varlen`` on CUDA after a start-up self-check against
+``sdpa`` on random data (a torch build whose kernel refuses the call or disagrees falls back,
+with a warning, instead of failing later inside a graph).
+
+What it deliberately does not do: prefill attention (a chunk of one sequence; ``qwen2`` calls
+SDPA for it), paged sub-slot blocks, or split-K decoding for very long single rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def group_queries(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[B, H, D] -> [B, Hkv, G, D]: query head h uses KV head h // G (transformers' repeat_kv)."""
+    batch, heads, dim = q.shape
+    return q.view(batch, kv_heads, heads // kv_heads, dim)
+
+
+def sdpa_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,
+                lengths: torch.Tensor, *, span: int | None = None, contiguous: bool = False) -> torch.Tensor:
+    """Reference decode attention: SDPA over each row's slot, positions ``< lengths``.
+
+    ``span`` (default: the whole capacity) bounds the positions read; ``contiguous`` means
+    ``slots`` is ``0..B-1``, so the rows are a slice of the cache (no gather)."""
+    batch, heads, dim = q.shape
+    span = keys.shape[1] if span is None else span
+    if contiguous:
+        k, v = keys[:batch, :span], values[:batch, :span]
+    else:
+        k, v = keys[slots, :span], values[slots, :span]
+    mask = (torch.arange(span, device=q.device)[None, :] < lengths[:, None])[:, None, None, :]
+    out = F.scaled_dot_product_attention(
+        group_queries(q, keys.shape[2]), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )  # [B, Hkv, G, D]
+    return out.reshape(batch, heads * dim)
+
+
+def varlen_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,
+                  lengths: torch.Tensor) -> torch.Tensor:
+    """Decode attention through the memory-efficient varlen kernel (CUDA): each row reads only
+    ``lengths[b]`` positions of its own slot."""
+    batch, heads, dim = q.shape
+    n_slots, capacity, kv_heads, _ = keys.shape
+    group = heads // kv_heads
+    query = group_queries(q, kv_heads).transpose(1, 2).reshape(1, batch * group, kv_heads, dim)
+    cu_q = torch.arange(0, (batch + 1) * group, group, dtype=torch.int32, device=q.device)
+    starts = (slots * capacity).to(torch.int32)
+    cu_k = torch.cat([starts, starts.new_full((1,), n_slots * capacity)])
+    out = torch.ops.aten._efficient_attention_forward(
+        query, keys.view(1, n_slots * capacity, kv_heads, dim), values.view(1, n_slots * capacity, kv_heads, dim),
+        None, cu_q, cu_k, group, capacity, 0.0, 0, False, scale=dim**-0.5, seqlen_k=lengths.to(torch.int32),
+    )[0]  # [1, B * G, Hkv, D]
+    return out.view(batch, group, kv_heads, dim).transpose(1, 2).reshape(batch, heads * dim)
+
+
+ATTENTION: dict[str, Attend] = {"varlen": varlen_attend, "sdpa": sdpa_attend}
+
+
+def self_check(attend: Attend, *, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int,
+               head_dim: int, seed: int = 0) -> float:
+    """Relative error of ``attend`` against ``sdpa_attend`` in float32 on random rows (shuffled
+    slots, lengths from 1 to the capacity)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    slots_total, capacity, batch = 5, 64, 4
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    keys, values = rand(slots_total, capacity, kv_heads, head_dim), rand(slots_total, capacity, kv_heads, head_dim)
+    q = rand(batch, heads, head_dim)
+    slots = torch.tensor([3, 0, 4, 1], device=device)
+    lengths = torch.tensor([1, 64, 17, 40], device=device)
+    got = attend(q, keys, values, slots, lengths).float()
+    want = sdpa_attend(q.float(), keys.float(), values.float(), slots, lengths)
+    return float((got - want).norm() / want.norm())
+
+
+def decode_attention(device: torch.device, *, dtype: torch.dtype, heads: int, kv_heads: int,
+                     head_dim: int) -> tuple[str, Attend]:
+    """The decode attention for ``device``: ``varlen`` on CUDA when it passes its self-check."""
+    if device.type != "cuda":
+        return "sdpa", sdpa_attend
+    try:
+        error = self_check(varlen_attend, device=device, dtype=dtype, heads=heads, kv_heads=kv_heads,
+                           head_dim=head_dim)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:  # no such kernel/signature in this torch
+        log.warning("varlen decode attention unavailable (%s); using SDPA over the whole slot", exc)
+        return "sdpa", sdpa_attend
+    if not error < 2e-2:
+        log.warning("varlen decode attention disagrees with SDPA (relative error %.3g); using SDPA", error)
+        return "sdpa", sdpa_attend
+    return "varlen", varlen_attend
