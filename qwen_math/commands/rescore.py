@@ -327,7 +327,7 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
             continue
         intervals = summary.get(f"{name}_ci95", {})
         cells = "  ".join(f"k={k}: {100 * v:6.2f} {format_ci(intervals.get(k))}" for k, v in summary[name].items())
-        lines.append(f"  {name:6} {cells}")
+        lines.append(f"  {name:6} {cells}{reward_coverage(summary) if name in ('rm@k', 'wmaj@k') else ''}")
     crosscheck = summary.get("file_verdicts_crosscheck")
     if crosscheck:
         for name, label in (("rm@k", "rm@k on the file's verdicts"),
@@ -343,6 +343,14 @@ def format_summary(title: str, summary: Mapping[str, Any]) -> str:
             for d in disagreements
         )
     return "\n".join(lines)
+
+
+def reward_coverage(summary: Mapping[str, Any]) -> str:
+    """`` (over N of M problems: those with rewards)`` when not every problem has rewards."""
+    scored = summary.get("reward_problems")
+    if scored is None or scored == summary["problems"]:
+        return ""
+    return f"  (over the {scored} of {summary['problems']} problems with rewards)"
 
 
 def format_n(summary: Mapping[str, Any]) -> str:
