@@ -81,9 +81,11 @@ CJK_UNIT = re.compile(
 #: The value right after an "=" (thousands grouped by commas or spaces kept together).
 EQUATION_RESULT = re.compile(
     r"=\s*\$?\s*(\d{1,2}:\d{2}(?:\s*[ap]\.?m\.?)?(?![\d:])"  # a clock time: hh:mm=3:30 p.m.
+    r"|\d+\s+\d+/\d+(?![\d/])"  # a mixed number: =4 1/3 km/h
     r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^(\d:]|/\s*\d)|[.,]\d)",
     re.I,
 )
+MIXED_NUMBER = re.compile(r"\d+\s+\d+/\d+")
 LONE_SYMBOL = re.compile(r"\s*\\?[A-Za-z](?:\s*_\s*\{?\s*\w+\s*\}?)?\s*")
 #: A rule's "the response hedges": extraction stops with ``None`` instead of asking the next rule.
 NO_COMMITMENT = ""
@@ -374,7 +376,11 @@ def from_equation_result(text: str, policy: ExtractionPolicy) -> str | None:
         return None
     lines = [line for line in blank_latex(text).splitlines() if line.strip()]
     found = EQUATION_RESULT.findall(lines[-1]) if lines else []
-    return found[-1].replace(" ", "").rstrip(",") if found else None
+    if not found:
+        return None
+    if MIXED_NUMBER.fullmatch(found[-1]):
+        return " ".join(found[-1].split())  # "4 1/3" keeps its space (not a thousands group)
+    return found[-1].replace(" ", "").rstrip(",")
 
 
 def from_last_number(text: str, policy: ExtractionPolicy) -> str | None:

@@ -51,7 +51,9 @@ POLICIES: dict[str, ExtractionPolicy] = {
     "default": ExtractionPolicy(),
     "word_problem": ExtractionPolicy("word_problem", number_fallback=True, output_fallback=True,
                                      final_value=True),
-    "multiple_choice": ExtractionPolicy("multiple_choice", choices="ABCDE"),
+    # a response that names no letter may still end in a value: it is read as a word problem's
+    # (last "= value", else last number) and graded through the row's options (eval.choices)
+    "multiple_choice": ExtractionPolicy("multiple_choice", choices="ABCDE", number_fallback=True),
     "latex": ExtractionPolicy("latex", math_fallback=True),
     "loose": ExtractionPolicy("loose", math_fallback=True, number_fallback=True,
                               output_fallback=True),
