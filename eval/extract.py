@@ -37,6 +37,7 @@ What it deliberately does not do: normalise or compare answers (``eval.normalize
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -85,6 +86,13 @@ EQUATION_RESULT = re.compile(
     r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^(\d:]|/\s*\d)|[.,]\d)",
     re.I,
 )
+#: A final linear equation in one single-letter unknown: digits, operators, brackets, one "=",
+#: a letter written against a number or bracket ("5x", "(8h)") but never "144 r4" or "r4".
+LINEAR_EQUATION = re.compile(r"(?![^=]*=[^=]*=)(?!.*\d\s+[A-Za-z])(?!.*[A-Za-z]\s*\d)(?!.*[A-Za-z]{2})"
+                             r"[\d\s.+\-*/()A-Za-z]+=[\d\s.+\-*/()A-Za-z]+")
+#: A proportion "2:3=14:21" (scaled up: its last term is the value found) or "15:18=5:6"
+#: (reduced to lowest terms: the ratio is the value found).
+PROPORTION = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*=\s*(\d+)\s*:\s*(\d+)\s*")
 MIXED_NUMBER = re.compile(r"\d+\s+\d+/\d+")
 LONE_SYMBOL = re.compile(r"\s*\\?[A-Za-z](?:\s*_\s*\{?\s*\w+\s*\}?)?\s*")
 #: A rule's "the response hedges": extraction stops with ``None`` instead of asking the next rule.
@@ -369,6 +377,41 @@ def last_number(text: str) -> str | None:
     return numbers[-1].rstrip(",")
 
 
+def solve_linear(statement: str) -> str | None:
+    """The value of the one unknown of a linear equation (``3*(x+2)=24+x`` -> ``9``,
+    ``(8h)/2=32`` -> ``8``), else ``None`` (no unknown, two unknowns, not linear, no single
+    solution). SymPy is imported here, only when such an equation is met."""
+    statement = statement.strip().rstrip(".")
+    letters = set(re.findall(r"[A-Za-z]", statement))
+    if len(letters) != 1 or not LINEAR_EQUATION.fullmatch(statement):
+        return None
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr, rationalize, standard_transformations
+
+    unknown = sympy.Symbol(letters.pop())
+    names = {"Integer": sympy.Integer, "Float": sympy.Float, "Rational": sympy.Rational, "Symbol": sympy.Symbol}
+    explicit = re.sub(r"(?<=[\d)])\s*(?=[A-Za-z(])|(?<=[A-Za-z)])\s*(?=\()", "*", statement)
+    try:
+        left, right = (parse_expr(side, local_dict={str(unknown): unknown}, global_dict=dict(names),
+                                  transformations=(*standard_transformations, rationalize)) for side in explicit.split("="))
+        difference = sympy.expand(left - right)
+        if sympy.Poly(difference, unknown).degree() != 1:
+            return None
+    except (sympy.SympifyError, sympy.PolynomialError, TypeError, SyntaxError):
+        return None
+    value = sympy.solve(difference, unknown)[0]
+    return str(value) if value.is_Rational else None
+
+
+def from_linear_equation(text: str, policy: ExtractionPolicy) -> str | None:
+    """A word problem's working that ends in an equation for its unknown ("x:The number;
+    (x-6)/13=2"): the unknown's value (the last line's last ";" statement)."""
+    if not policy.solve_unknown:
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    return solve_linear(lines[-1].split(";")[-1]) if lines else None
+
+
 def from_equation_result(text: str, policy: ExtractionPolicy) -> str | None:
     """The value after the last "=" of the last line ("so 4+5=9 points in 40 minutes" -> 9):
     a word problem's last computation beats a number mentioned after it."""
@@ -397,11 +440,12 @@ RULES: tuple[tuple[str, Callable[[str, ExtractionPolicy], str | None]], ...] = (
     ("bare", from_bare),
     ("math_span", from_math_span),
     ("statement", from_statement),
+    ("linear_equation", from_linear_equation),
     ("equation_result", from_equation_result),
     ("last_number", from_last_number),
 )
 #: Rules that read a number out of the prose: a TIR program's last output beats them.
-PROSE_NUMBER_RULES = frozenset({"equation_result", "last_number"})
+PROSE_NUMBER_RULES = frozenset({"linear_equation", "equation_result", "last_number"})
 
 
 # --- cleaning an extracted answer ---------------------------------------------------------------
@@ -411,6 +455,22 @@ def drop_cjk_unit(answer: str, policy: ExtractionPolicy) -> str:
     """``12 元`` -> ``12``; ``68下`` -> ``68`` (a number's Chinese unit or counter)."""
     match = CJK_UNIT.fullmatch(answer)
     return strip_delimiters(match.group(1)) if match and match.group(1).strip() else answer
+
+
+def found_value(answer: str, policy: ExtractionPolicy) -> str:
+    """Where the policy solves for an unknown, an answer that is an equation to solve gives
+    its solution (``(8h)/2=32`` -> ``8``) and a completed proportion its last term
+    (``2:3=14:21`` -> ``21``; ``15:18=5:6``, a ratio reduced, -> ``5:6``)."""
+    if not policy.solve_unknown:
+        return answer
+    proportion = PROPORTION.fullmatch(answer)
+    if proportion:
+        a, b, c, d = (int(term) for term in proportion.groups())
+        if (a, b) == (c, d) or a * d != b * c:
+            return answer  # "4:30=4:30" (a clock time), or not a proportion
+        reduced = math.gcd(c, d) == 1 and math.gcd(a, b) > 1
+        return f"{c}:{d}" if reduced else str(d)
+    return solve_linear(answer.split(";")[-1]) or answer
 
 
 def chain_value(answer: str, policy: ExtractionPolicy) -> str:
@@ -438,7 +498,7 @@ def chain_value(answer: str, policy: ExtractionPolicy) -> str:
 
 
 #: Applied in order to whatever a rule found.
-CLEANERS: tuple[Callable[[str, ExtractionPolicy], str], ...] = (drop_cjk_unit, chain_value)
+CLEANERS: tuple[Callable[[str, ExtractionPolicy], str], ...] = (drop_cjk_unit, found_value, chain_value)
 
 
 def clean_answer(answer: str, policy: ExtractionPolicy) -> str | None:
