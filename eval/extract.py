@@ -15,12 +15,19 @@ wins, and within a rule the rightmost match wins:
 4. a short bare answer that is its own answer (``7,425,000``, ``x=3``, ``4:30 p.m.``);
 5. the last LaTeX math span, only where the policy asks for it; the last sentence's stated
    span, where the policy asks for that (worked solutions that end in a statement);
-6. the value after the last "=" of the last line, then the last number, only where the policy
-   asks for it (GSM8K-style word problems), never from inside LaTeX.
+6. where the policy asks for it (word problems), a last line that is a linear equation in one
+   unknown (``x:The number; 3*(x+2)=24+x``) gives the unknown's value (SymPy, imported only
+   then);
+7. the value after the last "=" of the last line (a mixed number ``4 1/3`` kept whole), then
+   the last number, only where the policy asks for it (GSM8K-style word problems, and
+   multiple-choice responses that name no letter: graded by the row's options), never from
+   inside LaTeX.
 
 Before the rules run, full-width forms (``（C）``, ``：``, ``，``) become ASCII and GSM8K
 calculator annotations (``<<3*4=12>>``) are cut out. After a rule answers, a Chinese unit or
-counter after a number is dropped (``12 元`` -> ``12``), and where the policy asks for it an
+counter after a number is dropped (``12 元`` -> ``12``); where the policy solves for unknowns,
+an equation answer gives its solution and a proportion its new term (``2:3=14:21`` -> ``21``;
+a ratio reduced, ``15:18=5:6``, stays ``5:6``); and where the policy asks for it an
 arithmetic chain commits to its last value (``7+2=9`` -> ``9``).
 
 Tool-integrated traces: the ``````python`` and ``````output`` blocks are cut out before any
