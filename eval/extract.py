@@ -86,11 +86,12 @@ FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 CJK_UNIT = re.compile(
     r"^(.*[\d}$%])\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*[" + CJK + r"]{1,4}\s*\}|[" + CJK + r"]{1,4})$", re.S
 )
-#: The value right after an "=" (thousands grouped by commas or spaces kept together).
+#: The value right after an "=" (thousands grouped by commas or spaces kept together), not one
+#: that goes on ("= 3(x+1)", "= 2 + 5"); a unit in brackets after it ("= 9.6 (km)") ends it.
 EQUATION_RESULT = re.compile(
     r"=\s*\$?\s*(\d{1,2}:\d{2}(?:\s*[ap]\.?m\.?)?(?![\d:])"  # a clock time: hh:mm=3:30 p.m.
     r"|\d+\s+\d+/\d+(?![\d/])"  # a mixed number: =4 1/3 km/h
-    r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^(\d:]|/\s*\d)|[.,]\d)",
+    r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^\d:]|\((?![A-Za-z][A-Za-z/ ]*\))|/\s*\d)|[.,]\d)",
     re.I,
 )
 #: A final linear equation in one single-letter unknown: digits, operators, brackets, one "=",
@@ -486,8 +487,9 @@ def chain_value(answer: str, policy: ExtractionPolicy) -> str:
     arithmetic one always (``7+2=9`` -> ``9``), a symbolic one in worked solutions unless it
     only names a value (``( - b ) ^ 2 - 9 a ^ 2 = b ^ 2 - 9 a ^ 2`` -> its right side;
     ``x = 5`` stays)."""
-    if policy.final_value and ";" in answer and all("=" in step for step in answer.split(";")):
-        answer = answer.split(";")[-1].strip()  # "27/4=6 r3; 3/1=3": the last step
+    steps = answer.split(";")
+    if policy.final_value and len(steps) > 1 and all("=" in step for step in steps[:-1]) and steps[-1].strip():
+        answer = steps[-1].strip()  # "27/4=6 r3; 3/1=3", "7+43=50; 7:50": the last step
     if not policy.final_value or "=" not in answer or re.search(r"[<>]|\\[lg]eq?(?![a-z])|\\ne(?![a-z])", answer):
         return answer
     sides = [side.strip() for side in answer.split("=")]

@@ -183,6 +183,8 @@ CASES = [
     ("2:3=14:21", "asdiv", "21", None, "21", C),
     ("7:8=42:48", "asdiv", "48", None, "48", C),
     ("15:18=5:6", "asdiv", "5:6", None, "5:6", C),  # a ratio reduced to lowest terms stays a ratio
+    ("7+43=50; 7:50", "asdiv", "7:50", None, "7:50", C),  # asdiv idx 1141: the last step is the answer
+    ("3200 (m)*3=9600 m; 9600/1000 (m/km) = 9.6 (km)", "asdiv", "9.6", None, "9.6", C),  # asdiv idx 1096
 
     # ===== near-miss negatives: never a false positive =====
     # --- a wrong letter
@@ -257,6 +259,9 @@ CASES = [
     ("2:3=14:21", "asdiv", "14", None, "21", W),
     ("15:18=5:6", "asdiv", "6", None, "5:6", W),
     ("868/6=144 r4", "asdiv", "4", None, "144 r4", W),  # a remainder form is not solved for r
+    ("7+43=50; 7:50", "asdiv", "50", None, "7:50", W),
+    ("3200 (m)*3=9600 m; 9600/1000 (m/km) = 9.6 (km)", "asdiv", "9600", None, "9.6", W),
+    ("So the total is = 3(x+1)", "gsm8k", "3", None, "1", W),  # "(x+1)" goes on: not a unit
     ("x+y=8; 10x+y=53", "asdiv", "8", None, "10x+y=53", W),  # two unknowns: nothing solved
     ("x:The number; x*x=16", "asdiv", "4", None, "16", W),  # not linear: nothing solved
     # --- a letter never appears where the policy has no choices
