@@ -15,12 +15,19 @@ wins, and within a rule the rightmost match wins:
 4. a short bare answer that is its own answer (``7,425,000``, ``x=3``, ``4:30 p.m.``);
 5. the last LaTeX math span, only where the policy asks for it; the last sentence's stated
    span, where the policy asks for that (worked solutions that end in a statement);
-6. the value after the last "=" of the last line, then the last number, only where the policy
-   asks for it (GSM8K-style word problems), never from inside LaTeX.
+6. where the policy asks for it (word problems), a last line that is a linear equation in one
+   unknown (``x:The number; 3*(x+2)=24+x``) gives the unknown's value (SymPy, imported only
+   then);
+7. the value after the last "=" of the last line (a mixed number ``4 1/3`` kept whole), then
+   the last number, only where the policy asks for it (GSM8K-style word problems, and
+   multiple-choice responses that name no letter: graded by the row's options), never from
+   inside LaTeX.
 
 Before the rules run, full-width forms (``（C）``, ``：``, ``，``) become ASCII and GSM8K
 calculator annotations (``<<3*4=12>>``) are cut out. After a rule answers, a Chinese unit or
-counter after a number is dropped (``12 元`` -> ``12``), and where the policy asks for it an
+counter after a number is dropped (``12 元`` -> ``12``); where the policy solves for unknowns,
+an equation answer gives its solution and a proportion its new term (``2:3=14:21`` -> ``21``;
+a ratio reduced, ``15:18=5:6``, stays ``5:6``); and where the policy asks for it an
 arithmetic chain commits to its last value (``7+2=9`` -> ``9``).
 
 Tool-integrated traces: the ``````python`` and ``````output`` blocks are cut out before any
@@ -37,6 +44,7 @@ What it deliberately does not do: normalise or compare answers (``eval.normalize
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -78,12 +86,22 @@ FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 CJK_UNIT = re.compile(
     r"^(.*[\d}$%])\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*[" + CJK + r"]{1,4}\s*\}|[" + CJK + r"]{1,4})$", re.S
 )
-#: The value right after an "=" (thousands grouped by commas or spaces kept together).
+#: The value right after an "=" (thousands grouped by commas or spaces kept together), not one
+#: that goes on ("= 3(x+1)", "= 2 + 5"); a unit in brackets after it ("= 9.6 (km)") ends it.
 EQUATION_RESULT = re.compile(
     r"=\s*\$?\s*(\d{1,2}:\d{2}(?:\s*[ap]\.?m\.?)?(?![\d:])"  # a clock time: hh:mm=3:30 p.m.
-    r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^(\d:]|/\s*\d)|[.,]\d)",
+    r"|\d+\s+\d+/\d+(?![\d/])"  # a mixed number: =4 1/3 km/h
+    r"|-?(?:\d{1,3}(?:[, ]\d{3})+(?![\d,])|\d+)(?:\.\d+)?(?:/\d+)?)(?!\s*(?:[-+*×÷^\d:]|\((?![A-Za-z][A-Za-z/ ]*\))|/\s*\d)|[.,]\d)",
     re.I,
 )
+#: A final linear equation in one single-letter unknown: digits, operators, brackets, one "=",
+#: a letter written against a number or bracket ("5x", "(8h)") but never "144 r4" or "r4".
+LINEAR_EQUATION = re.compile(r"(?![^=]*=[^=]*=)(?!.*\d\s+[A-Za-z])(?!.*[A-Za-z]\s*\d)(?!.*[A-Za-z]{2})"
+                             r"[\d\s.+\-*/()A-Za-z]+=[\d\s.+\-*/()A-Za-z]+")
+#: A proportion "2:3=14:21" (scaled up: its last term is the value found) or "15:18=5:6"
+#: (reduced to lowest terms: the ratio is the value found).
+PROPORTION = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*=\s*(\d+)\s*:\s*(\d+)\s*")
+MIXED_NUMBER = re.compile(r"\d+\s+\d+/\d+")
 LONE_SYMBOL = re.compile(r"\s*\\?[A-Za-z](?:\s*_\s*\{?\s*\w+\s*\}?)?\s*")
 #: A rule's "the response hedges": extraction stops with ``None`` instead of asking the next rule.
 NO_COMMITMENT = ""
@@ -367,6 +385,41 @@ def last_number(text: str) -> str | None:
     return numbers[-1].rstrip(",")
 
 
+def solve_linear(statement: str) -> str | None:
+    """The value of the one unknown of a linear equation (``3*(x+2)=24+x`` -> ``9``,
+    ``(8h)/2=32`` -> ``8``), else ``None`` (no unknown, two unknowns, not linear, no single
+    solution). SymPy is imported here, only when such an equation is met."""
+    statement = statement.strip().rstrip(".")
+    letters = set(re.findall(r"[A-Za-z]", statement))
+    if len(letters) != 1 or not LINEAR_EQUATION.fullmatch(statement):
+        return None
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr, rationalize, standard_transformations
+
+    unknown = sympy.Symbol(letters.pop())
+    names = {"Integer": sympy.Integer, "Float": sympy.Float, "Rational": sympy.Rational, "Symbol": sympy.Symbol}
+    explicit = re.sub(r"(?<=[\d)])\s*(?=[A-Za-z(])|(?<=[A-Za-z)])\s*(?=\()", "*", statement)
+    try:
+        left, right = (parse_expr(side, local_dict={str(unknown): unknown}, global_dict=dict(names),
+                                  transformations=(*standard_transformations, rationalize)) for side in explicit.split("="))
+        difference = sympy.expand(left - right)
+        if sympy.Poly(difference, unknown).degree() != 1:
+            return None
+    except (sympy.SympifyError, sympy.PolynomialError, TypeError, SyntaxError):
+        return None
+    value = sympy.solve(difference, unknown)[0]
+    return str(value) if value.is_Rational else None
+
+
+def from_linear_equation(text: str, policy: ExtractionPolicy) -> str | None:
+    """A word problem's working that ends in an equation for its unknown ("x:The number;
+    (x-6)/13=2"): the unknown's value (the last line's last ";" statement)."""
+    if not policy.solve_unknown:
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    return solve_linear(lines[-1].split(";")[-1]) if lines else None
+
+
 def from_equation_result(text: str, policy: ExtractionPolicy) -> str | None:
     """The value after the last "=" of the last line ("so 4+5=9 points in 40 minutes" -> 9):
     a word problem's last computation beats a number mentioned after it."""
@@ -374,7 +427,11 @@ def from_equation_result(text: str, policy: ExtractionPolicy) -> str | None:
         return None
     lines = [line for line in blank_latex(text).splitlines() if line.strip()]
     found = EQUATION_RESULT.findall(lines[-1]) if lines else []
-    return found[-1].replace(" ", "").rstrip(",") if found else None
+    if not found:
+        return None
+    if MIXED_NUMBER.fullmatch(found[-1]):
+        return " ".join(found[-1].split())  # "4 1/3" keeps its space (not a thousands group)
+    return found[-1].replace(" ", "").rstrip(",")
 
 
 def from_last_number(text: str, policy: ExtractionPolicy) -> str | None:
@@ -391,11 +448,12 @@ RULES: tuple[tuple[str, Callable[[str, ExtractionPolicy], str | None]], ...] = (
     ("bare", from_bare),
     ("math_span", from_math_span),
     ("statement", from_statement),
+    ("linear_equation", from_linear_equation),
     ("equation_result", from_equation_result),
     ("last_number", from_last_number),
 )
 #: Rules that read a number out of the prose: a TIR program's last output beats them.
-PROSE_NUMBER_RULES = frozenset({"equation_result", "last_number"})
+PROSE_NUMBER_RULES = frozenset({"linear_equation", "equation_result", "last_number"})
 
 
 # --- cleaning an extracted answer ---------------------------------------------------------------
@@ -407,14 +465,31 @@ def drop_cjk_unit(answer: str, policy: ExtractionPolicy) -> str:
     return strip_delimiters(match.group(1)) if match and match.group(1).strip() else answer
 
 
+def found_value(answer: str, policy: ExtractionPolicy) -> str:
+    """Where the policy solves for an unknown, an answer that is an equation to solve gives
+    its solution (``(8h)/2=32`` -> ``8``) and a completed proportion its last term
+    (``2:3=14:21`` -> ``21``; ``15:18=5:6``, a ratio reduced, -> ``5:6``)."""
+    if not policy.solve_unknown:
+        return answer
+    proportion = PROPORTION.fullmatch(answer)
+    if proportion:
+        a, b, c, d = (int(term) for term in proportion.groups())
+        if (a, b) == (c, d) or a * d != b * c:
+            return answer  # "4:30=4:30" (a clock time), or not a proportion
+        reduced = math.gcd(c, d) == 1 and math.gcd(a, b) > 1
+        return f"{c}:{d}" if reduced else str(d)
+    return solve_linear(answer.split(";")[-1]) or answer
+
+
 def chain_value(answer: str, policy: ExtractionPolicy) -> str:
     """Where the policy asks for it, a list of computations commits to its last step, and an
     equation chain to its last side: an
     arithmetic one always (``7+2=9`` -> ``9``), a symbolic one in worked solutions unless it
     only names a value (``( - b ) ^ 2 - 9 a ^ 2 = b ^ 2 - 9 a ^ 2`` -> its right side;
     ``x = 5`` stays)."""
-    if policy.final_value and ";" in answer and all("=" in step for step in answer.split(";")):
-        answer = answer.split(";")[-1].strip()  # "27/4=6 r3; 3/1=3": the last step
+    steps = answer.split(";")
+    if policy.final_value and len(steps) > 1 and all("=" in step for step in steps[:-1]) and steps[-1].strip():
+        answer = steps[-1].strip()  # "27/4=6 r3; 3/1=3", "7+43=50; 7:50": the last step
     if not policy.final_value or "=" not in answer or re.search(r"[<>]|\\[lg]eq?(?![a-z])|\\ne(?![a-z])", answer):
         return answer
     sides = [side.strip() for side in answer.split("=")]
@@ -432,7 +507,7 @@ def chain_value(answer: str, policy: ExtractionPolicy) -> str:
 
 
 #: Applied in order to whatever a rule found.
-CLEANERS: tuple[Callable[[str, ExtractionPolicy], str], ...] = (drop_cjk_unit, chain_value)
+CLEANERS: tuple[Callable[[str, ExtractionPolicy], str], ...] = (drop_cjk_unit, found_value, chain_value)
 
 
 def clean_answer(answer: str, policy: ExtractionPolicy) -> str | None:

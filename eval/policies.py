@@ -28,6 +28,7 @@ class ExtractionPolicy:
     letter_gold_only: bool = False  # mixed sets: choice rules only on rows whose gold is a letter
     final_value: bool = False  # an arithmetic chain "7+2=9" commits to its last value
     statement_fallback: bool = False  # the last sentence's "... is $X$" / "... = X"
+    solve_unknown: bool = False  # a final linear equation in one unknown ("3*(x+2)=24+x") -> x
 
     def for_gold(self, gold: object) -> ExtractionPolicy:
         """This policy for one row: a mixed set reads letters only where the gold is one."""
@@ -50,8 +51,10 @@ def gold_letters(gold: object, choices: str) -> str | None:
 POLICIES: dict[str, ExtractionPolicy] = {
     "default": ExtractionPolicy(),
     "word_problem": ExtractionPolicy("word_problem", number_fallback=True, output_fallback=True,
-                                     final_value=True),
-    "multiple_choice": ExtractionPolicy("multiple_choice", choices="ABCDE"),
+                                     final_value=True, solve_unknown=True),
+    # a response that names no letter may still end in a value: it is read as a word problem's
+    # (last "= value", else last number) and graded through the row's options (eval.choices)
+    "multiple_choice": ExtractionPolicy("multiple_choice", choices="ABCDE", number_fallback=True),
     "latex": ExtractionPolicy("latex", math_fallback=True),
     "loose": ExtractionPolicy("loose", math_fallback=True, number_fallback=True,
                               output_fallback=True),

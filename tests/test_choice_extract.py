@@ -25,6 +25,11 @@ OPTIONS = {
     "text": ("(A) telomeres are removed", "(B) a codon changes", "(C) a base pair is inserted",
              "(D) translation stops"),
     "dup": ("(A) 4", "(B) 4", "(C) 5", "(D) 6"),
+    "aqua43": ("A)42857", "B)32456", "C)76523", "D)24567", "E)43566"),
+    "aqua50": ("A)453", "B)651", "C)400", "D)487", "E)286"),
+    "aqua70": ("A)21%", "B)20%", "C)25%", "D)33%", "E)18%"),
+    "aqua130": ("A)4 1/3 km/h", "B)7 2/3 km/h", "C)9 ½ km/h", "D)8 km/h", "E)81 km/h"),
+    "aqua186": ("A)43 seconds", "B)39 seconds", "C)20 seconds", "D)33 seconds", "E)55 seconds"),
 }
 
 C, W, N = "correct", "wrong", "no_answer"
@@ -163,6 +168,23 @@ CASES = [
     ("Jessica's annual payment: $1500/month * 12 months/year = $<<1500*12=18000>>18,000/year\n", "gsm8k",
      "18000", None, "18,000", C),  # gsm8k idx 173: not the 18 of "18,000/year"
     ("He can skip 4 class because 10 - 4 = <<10-4=6>>6\n", "gsm8k", "4", None, "6", W),  # gsm8k idx 635
+    # --- a rationale naming no letter: its final value, graded through the row's options
+    ("Let the number be x\n10x +1 = 3(100,000 + x)\n=> x = 42857.", "aqua", "A", "aqua43", "42857", C),  # aqua idx 43
+    ("Rs. 700 = 70,000 paise\n70,000/175 = 400", "aqua", "C", "aqua50", "400", C),  # idx 50
+    ("Avg speed = total distance/total time\n=4 1/3 km/h", "aqua", "A", "aqua130", "4 1/3", C),  # idx 130
+    ("making a total of 33 seconds.", "aqua", "D", "aqua186", "33", C),  # idx 186
+    ("So he needs 3*5 = 15 in all.", "aqua", "B", "num", "15", C),
+    # --- word problems: an equation for the unknown is solved, a proportion gives its new term
+    ("x:The number; 3*(x+2)=24+x", "asdiv", "9", None, "9", C),
+    ("x:The number; (x-6)/13=2", "asdiv", "32", None, "32", C),
+    ("(8h)/2=32", "asdiv", "8", None, "8", C),
+    ("x:The number of Ben's cards at first; 20*2=x+3", "asdiv", "37", None, "37", C),
+    ("Let x be the hours.\n2.5x = 10", "gsm8k", "4", None, "4", C),
+    ("2:3=14:21", "asdiv", "21", None, "21", C),
+    ("7:8=42:48", "asdiv", "48", None, "48", C),
+    ("15:18=5:6", "asdiv", "5:6", None, "5:6", C),  # a ratio reduced to lowest terms stays a ratio
+    ("7+43=50; 7:50", "asdiv", "7:50", None, "7:50", C),  # asdiv idx 1141: the last step is the answer
+    ("3200 (m)*3=9600 m; 9600/1000 (m/km) = 9.6 (km)", "asdiv", "9.6", None, "9.6", C),  # asdiv idx 1096
 
     # ===== near-miss negatives: never a false positive =====
     # --- a wrong letter
@@ -226,6 +248,22 @@ CASES = [
     ("So the probability is $\\frac{2}{5}$.", "carp_en", "\\frac{5}{2}", None, "\\frac{2}{5}", W),
     ("So the probability is $\\frac{2}{5}$.", None, "\\frac{2}{5}", None, None, N),  # default: no guess
     ("so the value is $\\mathbf{3 6}$", "olympiadbench", "36", None, None, N),  # no anchor: no guess
+    # --- a rationale naming no letter: a value of another option, of no option, of two
+    ("Rs. 700 = 70,000 paise\n70,000/175 = 400", "aqua", "A", "aqua50", "400", W),
+    ("So he needs 3*5 = 15 in all.", "aqua", "C", "num", "15", W),
+    ("So he needs 4*4 = 16 in all.", "aqua", "B", "num", "16", W),
+    ("So she has 2*2 = 4 left.", "aqua", "A", "dup", "4", W),
+    ("Now he must add $20 to each item, which is 25% of $80.", "aqua", "C", "aqua70", "80", W),  # aqua idx 70: the last number
+    # --- word problems: an equation or proportion read for its unknown, never an earlier number
+    ("x:The number; 3*(x+2)=24+x", "asdiv", "24", None, "9", W),
+    ("2:3=14:21", "asdiv", "14", None, "21", W),
+    ("15:18=5:6", "asdiv", "6", None, "5:6", W),
+    ("868/6=144 r4", "asdiv", "4", None, "144 r4", W),  # a remainder form is not solved for r
+    ("7+43=50; 7:50", "asdiv", "50", None, "7:50", W),
+    ("3200 (m)*3=9600 m; 9600/1000 (m/km) = 9.6 (km)", "asdiv", "9600", None, "9.6", W),
+    ("So the total is = 3(x+1)", "gsm8k", "3", None, "1", W),  # "(x+1)" goes on: not a unit
+    ("x+y=8; 10x+y=53", "asdiv", "8", None, "10x+y=53", W),  # two unknowns: nothing solved
+    ("x:The number; x*x=16", "asdiv", "4", None, "16", W),  # not linear: nothing solved
     # --- a letter never appears where the policy has no choices
     ("The answer is (D).", "math500", "4", None, "(D)", W),
     ("no letter commits here, only prose", "aqua", "A", None, None, N),

@@ -33,17 +33,29 @@ def solution_items(shared_data, name: str) -> list[tuple]:
     return [build(row) for row in rows]
 
 
-#: dataset -> (issue target, floor asserted today). A floor below the target is the measured
-#: figure: aqua's ten misses are rationales that state only a value (no letter, and the
-#: multiple-choice policy reads no bare number); asdiv's formulas often do not state the gold
-#: (``868/6=144 r4`` for a remainder or a quotient, ``3x-5=10`` for x, ratios ``2:3=14:21``,
-#: comparisons answered by a word); carp_en's steps often end on another quantity.
+#: dataset -> (issue target, floor asserted). Measured on the full sets (``-m slow``): gsm8k
+#: 1308/1319 (99.2 %), math500 500/500, aime24 29/30, aqua 249/254 (98.0 %: a rationale that
+#: names no letter is read for its final value and graded through the row's options), asdiv
+#: 1940/2215 (87.6 %), carp_en 614/976 (62.9 %). A floor below the target is the measured
+#: figure, and the target is out of reach of honest extraction:
+#: - asdiv (275 misses): 154 formulas end in a division with remainder (``868/6=144 r4``) whose
+#:   gold is the quotient, the remainder or the quotient + 1 depending on the question; 58 are
+#:   comparisons answered by a word or name (``... < 5*7=35 square feet(Rug B)``, gold
+#:   ``Rug B``); 35 are number patterns (``2, 4, 7, 11, 16, 22``, gold the last term: a list is
+#:   a list answer); 21 set up two unknowns whose answer is a combination (``10x+y``); the rest
+#:   are ordinals/dates (``6th``, ``February 3rd``) or proportions whose gold is an inner term
+#:   (``3:4=18:24``, gold 18) or written with expressions (``(7-3):10=20:50``).
+#: - carp_en (362 misses): in 260 rows the gold's spelling (spaces removed) appears nowhere in
+#:   the steps; in 20 the steps' final value is the gold of the neighbouring row (misaligned
+#:   rows); in the other 82 the gold's spelling occurs somewhere, but the final statement
+#:   states another quantity (``m \neq 2`` for gold ``1``): at most 71.3 % is reachable.
+#: - aime24 (1 miss): the solution states ``t = 24. $180 + 24 = 204$`` with no anchor.
 TARGETS = {
     "gsm8k": (0.99, 0.99),
     "math500": (1.0, 1.0),
     "aime24": (29 / 30, 29 / 30),
-    "aqua": (0.98, 0.95),
-    "asdiv": (0.94, 0.82),
+    "aqua": (0.98, 0.98),
+    "asdiv": (0.94, 0.87),
     "carp_en": (0.75, 0.62),
 }
 
