@@ -23,13 +23,7 @@ HELP = "Evaluate on benchmarks (resumable runs, maj@k / pass@k metrics)."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--datasets", "--data_names", dest="datasets", default=None,
-                        help="comma-separated benchmark names or JSONL paths")
-    flags.add_suite_flags(parser)
-    parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
-                        help="folder with {name}.jsonl or {name}/test.jsonl")
-    parser.add_argument("--split", default="test", help="dataset split (default test)")
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each dataset")
+    flags.add_dataset_flags(parser)
     flags.add_mode_flag(parser)
     flags.add_sampling_flags(parser)
     flags.add_tir_flags(parser, default_protocol=None)

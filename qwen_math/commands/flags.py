@@ -166,6 +166,17 @@ def add_few_shot_flags(parser: argparse.ArgumentParser) -> None:
                             "in the data dir or ../few_shot/ next to it)")
 
 
+def add_dataset_flags(parser: argparse.ArgumentParser) -> None:
+    """Which problems: --datasets or --suite, where their files are, split and limit."""
+    parser.add_argument("--datasets", "--data_names", dest="datasets", default=None,
+                        help="comma-separated benchmark names or JSONL paths")
+    add_suite_flags(parser)
+    parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
+                        help="folder with {name}.jsonl or {name}/test.jsonl")
+    parser.add_argument("--split", default="test", help="dataset split (default test)")
+    parser.add_argument("--limit", type=int, default=None, help="first N problems of each dataset")
+
+
 def add_suite_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default=None,
                         help="run a benchmark suite (e.g. qwen25-math) instead of --datasets")
