@@ -12,9 +12,13 @@ attends to positions ``< lengths[b]`` of slot ``slots[b]``):
   a KV head become G query *tokens* of that KV head (``[1, B * G, Hkv, D]``), which is exact
   for decode because they share one mask. Every argument is a device tensor of fixed shape, so
   it is captured in CUDA graphs.
-- ``sdpa`` (CPU, and the CUDA fallback): ``scaled_dot_product_attention`` over the rows'
-  slots with the same GQA reshaping and a boolean length mask (on CPU the rows are a slice of
-  the cache when the slots are ``0..B-1``).
+- ``sdpa`` (the CUDA fallback): ``scaled_dot_product_attention`` over the rows' slots with the
+  same GQA reshaping and a boolean length mask, padded to the longest row.
+- ``rowwise_attend`` (CPU eager decode): one SDPA call per row over exactly its own ``length``
+  positions, no mask, no padding. A padded batched call is not bitwise batch-invariant on CPU
+  (the span and the batch shape change the kernels' blocking and reduction order by an ulp, and
+  top-p on a near-flat distribution turns that ulp into a different token), so this is what
+  keeps "a request's tokens never depend on the rest of the batch" exact in fp32 on CPU.
 
 ``decode_attention(device)`` picks ``varlen`` on CUDA after a start-up self-check against
 ``sdpa`` on random data (a torch build whose kernel refuses the call or disagrees falls back,
@@ -60,6 +64,21 @@ def sdpa_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots
         group_queries(q, keys.shape[2]), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
     )  # [B, Hkv, G, D]
     return out.reshape(batch, heads * dim)
+
+
+def rowwise_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                   rows: list[tuple[int, int]]) -> torch.Tensor:
+    """Decode attention one row at a time: row ``b`` = ``rows[b]`` = (slot, length) attends to
+    positions ``< length`` of its slot, computed with shapes that depend on that row alone, so
+    its output is bitwise the same whatever else is in the batch (CPU; host-side lengths)."""
+    batch, heads, dim = q.shape
+    kv_heads = keys.shape[2]
+    grouped = group_queries(q, kv_heads)  # [B, Hkv, G, D]
+    out = q.new_empty(batch, heads * dim)
+    for row, (slot, length) in enumerate(rows):
+        k, v = keys[slot, :length].transpose(0, 1), values[slot, :length].transpose(0, 1)  # [Hkv, L, D]
+        out[row] = F.scaled_dot_product_attention(grouped[row], k, v).reshape(heads * dim)
+    return out
 
 
 def varlen_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,

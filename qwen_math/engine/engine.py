@@ -332,6 +332,7 @@ class Engine:
             positions=as_tensor(positions),
             span=max(positions) + 1,
             contiguous=slots == list(range(len(slots))),
+            host_rows=[(slot, position + 1) for slot, position in zip(slots, positions, strict=True)],
         )
 
     # -- 4) bookkeeping --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from qwen_math.engine.attention import decode_attention, sdpa_attend
+from qwen_math.engine.attention import decode_attention, rowwise_attend, sdpa_attend
 from qwen_math.engine.kv_cache import CacheShape, KVCache
 from qwen_math.errors import UsageError
 
@@ -101,12 +101,28 @@ class Qwen2Forward:
             x = self._after_attention(w, x, attn[0].transpose(0, 1).reshape(count, -1))
 
     def decode(self, cache: KVCache, *, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
-               span: int, contiguous: bool) -> torch.Tensor:
+               span: int, contiguous: bool, host_rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
         """One token per sequence: [B] slots/tokens/positions -> [B, vocab] float32 logits.
 
-        Attention reads positions ``< span`` (``span`` > every position). ``contiguous`` means
-        ``slots`` is exactly ``0..B-1``: the cache is then read by slicing, without a copy.
+        ``host_rows``: the same rows as (slot, position + 1) on the host, when the caller has them
+        (the engine does: then the CPU path reads no tensor back).
+
+        On CPU each row attends to exactly its own positions (``rowwise_attend``) and every matmul
+        is per row (``rowwise_linear``), so a row's logits are bitwise independent of the other
+        rows. Elsewhere attention reads positions
+        ``< span`` (``span`` > every position) in one padded call; ``contiguous`` means ``slots``
+        is exactly ``0..B-1``: the cache is then read by slicing, without a copy.
         """
+        if self.device.type == "cpu":  # every op row-invariant: attention and matmuls per row
+            rows = host_rows if host_rows is not None else list(zip(slots.tolist(), (positions + 1).tolist(), strict=True))
+
+            def attend_rows(q, keys, values, lengths):
+                return rowwise_attend(q, keys, values, rows)
+
+            hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, attend_rows,
+                                         linear=rowwise_linear)
+            return rowwise_linear(hidden, self.lm_head).float()
+
         def attend(q, keys, values, lengths):
             return sdpa_attend(q, keys, values, slots, lengths, span=span, contiguous=contiguous)
 
@@ -125,17 +141,17 @@ class Qwen2Forward:
         hidden = self._decode_layers(keys, values, slots, tokens, positions, attend)
         return F.linear(hidden, self.lm_head).float()
 
-    def _decode_layers(self, keys, values, slots, tokens, positions, attend) -> torch.Tensor:
+    def _decode_layers(self, keys, values, slots, tokens, positions, attend, linear=F.linear) -> torch.Tensor:
         batch = tokens.shape[0]
         cos, sin = self.cos[positions], self.sin[positions]  # [B, D]
         x = F.embedding(tokens, self.embed)  # [B, hidden]
         lengths = positions + 1
         for index, w in enumerate(self.layers):
-            q, k, v = self._qkv(w, x, cos, sin)  # [B, H, D], [B, Hkv, D]
+            q, k, v = self._qkv(w, x, cos, sin, linear)  # [B, H, D], [B, Hkv, D]
             keys[index][slots, positions] = k
             values[index][slots, positions] = v
             attn = attend(q, keys[index], values[index], lengths)
-            x = self._after_attention(w, x, attn.reshape(batch, -1))
+            x = self._after_attention(w, x, attn.reshape(batch, -1), linear)
         return rms_norm(x, self.final_norm, self.eps)
 
     def _lm_head(self, h: torch.Tensor) -> torch.Tensor:
@@ -147,19 +163,31 @@ class Qwen2Forward:
         torch.mm(h, self.lm_head.t(), out=out)
         return out.float()
 
-    def _qkv(self, w: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def _qkv(self, w: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, linear=F.linear):
         h = rms_norm(x, w.input_norm, self.eps)
         n = x.shape[0]
-        q = F.linear(h, w.q, w.q_bias).view(n, self.heads, self.head_dim)
-        k = F.linear(h, w.k, w.k_bias).view(n, self.kv_heads, self.head_dim)
-        v = F.linear(h, w.v, w.v_bias).view(n, self.kv_heads, self.head_dim)
+        q = linear(h, w.q, w.q_bias).view(n, self.heads, self.head_dim)
+        k = linear(h, w.k, w.k_bias).view(n, self.kv_heads, self.head_dim)
+        v = linear(h, w.v, w.v_bias).view(n, self.kv_heads, self.head_dim)
         cos, sin = cos[:, None], sin[:, None]
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def _after_attention(self, w: LayerWeights, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        x = x + F.linear(attn, w.o)
+    def _after_attention(self, w: LayerWeights, x: torch.Tensor, attn: torch.Tensor, linear=F.linear) -> torch.Tensor:
+        x = x + linear(attn, w.o)
         h = rms_norm(x, w.post_norm, self.eps)
-        return x + F.linear(F.silu(F.linear(h, w.gate)) * F.linear(h, w.up), w.down)
+        return x + linear(F.silu(linear(h, w.gate)) * linear(h, w.up), w.down)
+
+
+def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` whose row ``b`` is bitwise independent of the other rows (CPU decode).
+
+    A CPU GEMM's blocking, hence its reduction order, changes with the row count M (M = 1 takes
+    a GEMV path, M >= 4 other kernels), so a row of ``F.linear`` differs by an ulp between a
+    batch and the same row alone. A batched matmul of B [1, K] x [K, N] problems computes every
+    row as the same single-row product, whatever B is (equal to ``F.linear`` of that row alone)."""
+    batch, k = x.shape
+    out = torch.bmm(x[:, None, :], weight.t().expand(batch, k, weight.shape[0]))[:, 0]
+    return out if bias is None else out + bias
 
 
 def check_supported(config) -> None:
