@@ -52,3 +52,18 @@ def hf_backend(tiny_checkpoint):
     backend = hf.HFBackend.create(BackendOptions(model=str(tiny_checkpoint), device="cpu", dtype="float32"))
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def scripted(tmp_path, qwen_tokenizer):
+    """A scripted backend from completions given inline (one list of strings per trajectory)."""
+    import json
+
+    from qwen_math.backends.scripted import ScriptedBackend, read_script
+
+    def make(*lines: list[str]) -> ScriptedBackend:
+        path = tmp_path / "script.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        return ScriptedBackend(read_script(path), tokenizer=qwen_tokenizer)
+
+    return make

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from qwen_math.backends.scripted import ScriptedBackend, read_script
 from qwen_math.cli import main
 from qwen_math.config import SamplingConfig, default_sampling, sample_seed
 from qwen_math.errors import UsageError
@@ -14,16 +13,6 @@ from qwen_math.record import FINISH_REASONS
 from qwen_math.solve import ProblemInput, generate_samples, solve
 
 pytest.importorskip("eval.metrics")
-
-
-@pytest.fixture
-def scripted(tmp_path, qwen_tokenizer):
-    def make(*lines: list[str]) -> ScriptedBackend:
-        path = tmp_path / "script.jsonl"
-        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        return ScriptedBackend(read_script(path), tokenizer=qwen_tokenizer)
-
-    return make
 
 
 PROBLEMS = [ProblemInput("a", "1+1?"), ProblemInput("b", "2+2?", dataset="gsm8k")]

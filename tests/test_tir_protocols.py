@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from qwen_math.backends.scripted import ScriptedBackend, read_script
 from qwen_math.config import SamplingConfig
 from qwen_math.errors import UsageError
 from qwen_math.strategies import MODES, MODES_WITH_CODE, STRATEGIES, make_strategy
@@ -44,16 +43,6 @@ def cell(code: str) -> str:
 def block(shown: str, protocol: str) -> str:
     """What follows a ``cell()`` turn: math-eval right-strips the turn, so its block opens a line."""
     return ("\n" if protocol == "math-eval" else "") + f"```output\n{shown}\n```\n"
-
-
-@pytest.fixture
-def scripted(tmp_path, qwen_tokenizer):
-    def make(*lines: list[str]) -> ScriptedBackend:
-        path = tmp_path / "script.jsonl"
-        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        return ScriptedBackend(read_script(path), tokenizer=qwen_tokenizer)
-
-    return make
 
 
 def run(backend, protocol, **options):
