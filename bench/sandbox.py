@@ -8,16 +8,27 @@ Throughput, every output checked against the file's expected stdout, same progra
   pool_per_batch  the official Qwen2.5-Math executor's design: a pebble ProcessPool created for
                   the batch (all 200 programs), `exec` with stdout captured, no isolation
                   (a faithful stand-in with multiprocessing when pebble is not installed);
+  fork_floor      the floor of any design that gives every program a fresh process (what the
+                  sandbox's isolation between sessions requires): a warm process prepared as
+                  the driver is (same pre-imports and SymPy warm-up, GC frozen, heap in huge
+                  pages) forks one child per program, which runs it with stdout captured, writes
+                  the output to a pipe and exits; `--workers` children at a time; NO isolation
+                  and no protocol. Its own fresh interpreter (`--fork-floor-child`).
   sandbox         `SandboxPool.run_code`: one fresh hardened session per program, `--workers`
                   programs running at once.
 Ratios (ours / baseline, programs/s; > 1 means the sandbox is faster):
   sandbox_vs_warm_pool       what isolation costs against the best unsafe design at equal
                              cores (the issue's target is >= 0.5);
   sandbox_vs_pool_per_batch  against what the official evaluation pays today (target >= 1.0);
+  fork_floor_vs_warm_pool    how far a fresh process per program (no isolation at all) can
+                             reach: the ceiling of sandbox_vs_warm_pool on this machine;
+  sandbox_vs_fork_floor      what hardening and the session protocol cost on top of that;
   cpu_per_program_vs_*       the same comparisons by CPU time per program of every process
                              involved (baseline ms / ours ms): on a machine shared with other
                              work, wall-clock ratios favour the side with more processes.
-Latency: session open -> first cell (`print(1)`) -> close, p50/p99 ms, one at a time.
+Latency: session open -> first cell (`print(1)`) -> close, p50/p99 ms, one at a time, sessions
+opened 20 ms apart (the replacement session is built in between) and 5 ms apart (its build
+overlaps the measured cell).
 Breakdown: per isolation layer, the median µs each step took inside the session process
 (`process` is fork -> the child running), then the client's own steps (hand-off, ready, first
 cell, close), and CPU per program of this process, the driver and the sessions.
@@ -128,6 +139,55 @@ def pool_per_batch_rate(programs: Sequence[dict], workers: int, timeout: float =
     return len(programs) / elapsed, count_correct(outputs, programs), cpu / len(programs) * 1000, design
 
 
+def fork_floor_child(path: Path, workers: int) -> None:
+    """In a fresh interpreter: prepare as the driver does, then one fresh fork per program
+    (see the module docstring); prints one JSON line (rate, correct, CPU ms per program)."""
+    import gc
+
+    from sandbox import isolation
+    from sandbox.driver import preimport, warm_up
+
+    preimport()
+    warm_up()
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        isolation.collapse_heap_to_huge_pages()
+    programs = load_programs(path)
+    outputs: list[str] = [""] * len(programs)
+    running: dict[int, tuple[int, int]] = {}  # pid -> (program index, read end of its pipe)
+    times0, start, next_index = os.times(), time.perf_counter(), 0
+    while next_index < len(programs) or running:
+        while next_index < len(programs) and len(running) < workers:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read_fd)
+                data = exec_captured(programs[next_index]["code"]).encode()
+                while data:  # the outputs are far below a pipe's capacity: no reader needed yet
+                    data = data[os.write(write_fd, data):]
+                os._exit(0)
+            os.close(write_fd)
+            running[pid], next_index = (next_index, read_fd), next_index + 1
+        pid, _ = os.wait()
+        index, read_fd = running.pop(pid)
+        with os.fdopen(read_fd, "rb") as pipe:
+            outputs[index] = pipe.read().decode()
+    elapsed, times1 = time.perf_counter() - start, os.times()
+    cpu = sum(times1[:4]) - sum(times0[:4])  # this process and every reaped child
+    print(json.dumps({"rate": len(programs) / elapsed, "correct": count_correct(outputs, programs),
+                      "cpu_ms": cpu / len(programs) * 1000}))
+
+
+def fork_floor_rate(path: Path, workers: int) -> tuple[float, int, float]:
+    """(programs/s, correct, CPU ms per program) of `fork_floor_child`, in its own interpreter."""
+    out = subprocess.run([sys.executable, __file__, "--fork-floor-child", "--file", str(path),
+                          "--workers", str(workers)], check=True, capture_output=True, text=True,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["rate"], result["correct"], result["cpu_ms"]
+
+
 def count_correct(outputs: Sequence[str], programs: Sequence[dict]) -> int:
     return sum(out == p["expected_stdout"] for out, p in zip(outputs, programs, strict=True))
 
@@ -149,12 +209,20 @@ def sandbox_rate(pool, programs: Sequence[dict], workers: int) -> tuple[float, i
     return len(programs) / wall, count_correct(outputs, programs), cpu / len(programs) * 1000
 
 
-def open_cell_close(pool, n: int) -> tuple[list[float], dict[str, list[float]]]:
-    """Latencies (s) of open -> first cell -> close, one at a time, and each step's µs: the
-    layers the session process timed, then the client's hand-off, ready, first cell, close."""
+# Latency is measured one session at a time, opened GAP_S apart: a replacement session is
+# built (fork, hardening, priming: ~10 ms of CPU) after each opening, and at GAP_S it is ready
+# before the next one, as when trajectories open sessions over model turns. BACK_TO_BACK_GAP_S
+# shows the cost when the build of the replacement overlaps the measured cell on the same cores.
+GAP_S, BACK_TO_BACK_GAP_S = 0.02, 0.005
+
+
+def open_cell_close(pool, n: int, gap: float = GAP_S) -> tuple[list[float], dict[str, list[float]]]:
+    """Latencies (s) of open -> first cell -> close, one at a time, `gap` s apart, and each
+    step's µs: the layers the session process timed, then the client's hand-off, ready, first
+    cell, close."""
     totals, steps = [], {}
     for _ in range(n):
-        time.sleep(0.005)  # the driver refills its idle sessions between openings, as in use
+        time.sleep(gap)
         t0 = time.perf_counter()
         session = pool.session()
         session.start()
@@ -261,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes / concurrent sessions on every side (default: CPU count)")
     parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--fork-floor-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.file.is_file():
         print(f"error: {args.file} not found (pass --file)", file=sys.stderr)
@@ -268,6 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1 or args.latency_samples < 1:
         print("error: --workers and --latency-samples must be >= 1", file=sys.stderr)
         return 2
+    if args.fork_floor_child:
+        fork_floor_child(args.file, args.workers)
+        return 0
     import sympy  # noqa: F401 (the in-process compute reference and the forked pools need it)
 
     from sandbox import SandboxPool
@@ -282,6 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_rate, batch_ok, batch_cpu, design = pool_per_batch_rate(programs, workers)
     print(f"pool per batch ({design}, {workers} workers): {batch_rate:.1f} programs/s, "
           f"{batch_ok}/{len(programs)} correct, {batch_cpu:.1f} ms CPU per program")
+    floor_rate, floor_ok, floor_cpu = fork_floor_rate(args.file, workers)
+    print(f"fresh fork per program, no isolation ({workers} at a time, prepared as the driver): "
+          f"{floor_rate:.1f} programs/s, {floor_ok}/{len(programs)} correct, {floor_cpu:.1f} ms CPU "
+          f"per program: at most {floor_rate / warm_rate:.2f} of the warm pool for any design with a "
+          f"fresh process per program")
+    cases.append(case("fork_floor_vs_warm_pool", warm_rate, floor_rate, "programs/s", True))
     with SandboxPool(max_sessions=64, max_running=workers) as pool:
         for _ in range(3):
             pool.run_code("print(1)")  # driver start-up and the first idle sessions: not timed
@@ -293,12 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"to other load): {warm_cpu / cpu_ms:.2f} and {batch_cpu / cpu_ms:.2f}")
         cases.append(case("sandbox_vs_warm_pool", warm_rate, rate, "programs/s", True))
         cases.append(case("sandbox_vs_pool_per_batch", batch_rate, rate, "programs/s", True))
+        cases.append(case("sandbox_vs_fork_floor", floor_rate, rate, "programs/s", True))
         cases.append(case("cpu_per_program_vs_warm_pool", warm_cpu, cpu_ms, "ms", False))
         cases.append(case("cpu_per_program_vs_pool_per_batch", batch_cpu, cpu_ms, "ms", False))
 
+        back_to_back, _ = open_cell_close(pool, args.latency_samples, BACK_TO_BACK_GAP_S)
         totals, steps = open_cell_close(pool, args.latency_samples)
         p50, p99 = statistics.median(totals) * 1000, percentile(totals, 0.99) * 1000
-        print(f"session open -> first cell -> close: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        p50_b2b = statistics.median(back_to_back) * 1000
+        print(f"session open -> first cell -> close, {GAP_S * 1000:.0f} ms apart: p50 {p50:.2f} ms, "
+              f"p99 {p99:.2f} ms; {BACK_TO_BACK_GAP_S * 1000:.0f} ms apart (the replacement's build "
+              f"overlapping): p50 {p50_b2b:.2f} ms, p99 {percentile(back_to_back, 0.99) * 1000:.2f} ms")
         print_breakdown(steps)
 
         own = own_compute_ms(TYPICAL_CELL, 50)
@@ -307,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"typical cell: own compute {own:.2f} ms in this process; warm session {warm:.2f} ms wall, "
               f"overhead {overhead:.2f} ms; python -c 'import sympy' {pyc_start * 1000:.0f} ms")
         cases.append(case("open_cell_close_p50", pyc_start * 1000, p50, "ms", False))
+        cases.append(case("open_cell_close_p50_back_to_back", pyc_start * 1000, p50_b2b, "ms", False))
 
         tir_rate, _, tir_ok = trajectories(pool, programs, workers)
         print(f"TIR pattern ({CELLS_PER_SESSION} cells per session, {workers} trajectories at a time): "
@@ -315,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine load average at the end: {load_average()}")
     for row in cases:
         print(json.dumps(row))
-    wrong = [name for name, got in (("warm pool", warm_ok), ("pool per batch", batch_ok),
+    wrong = [name for name, got in (("warm pool", warm_ok), ("pool per batch", batch_ok), ("fork floor", floor_ok),
                                     ("sandbox", ok), ("TIR pattern", tir_ok)) if got != len(programs)]
     if wrong:
         print(f"error: wrong outputs on: {', '.join(wrong)}", file=sys.stderr)

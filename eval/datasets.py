@@ -127,6 +127,55 @@ GOLD_PARSERS: dict[str, Callable[[Any], str | None]] = {
 CHOICE_LETTERS = "ABCDEFGHIJ"
 
 
+# --- reference solutions: each dataset's own worked solution, as text a grader reads ----------
+#
+# Used to check extraction and grading against the datasets themselves (a worked solution
+# graded against its own gold must be right). A reader gets the solution field's value and the
+# whole row.
+
+
+def solution_as_is(value: Any, row: Mapping[str, Any]) -> str:
+    return str(value)
+
+
+def solution_before_hashes(value: Any, row: Mapping[str, Any]) -> str:
+    """GSM8K: the worked solution is the text before ``####`` (the gold follows it)."""
+    return str(value).split("####")[0]
+
+
+# ASDiv writes a division with remainder as ``q r m`` (``47/6=7 r5``) and says in the row's
+# ``solution_type`` which part answers the question (the ASDiv paper's solution types).
+_REMAINDER = re.compile(r"=\s*(\d+)\s*r\s*(\d+)\s*$")
+ASDIV_REMAINDER_READINGS: dict[str, Callable[[int, int], int]] = {
+    "Surplus": lambda quotient, remainder: remainder,  # what is left over
+    "Floor-Division": lambda quotient, remainder: quotient,  # how many whole groups
+    "Ceil-Division": lambda quotient, remainder: quotient + (remainder > 0),  # how many to hold all
+}
+
+
+def solution_asdiv_formula(value: Any, row: Mapping[str, Any]) -> str:
+    """ASDiv: the formula; one ending in ``q r m`` is followed by the value its solution type
+    reads from it (``r0`` is an exact division: the quotient)."""
+    formula = str(value).strip()
+    match = _REMAINDER.search(formula)
+    if match is None:
+        return formula
+    quotient, remainder = int(match.group(1)), int(match.group(2))
+    reading = ASDIV_REMAINDER_READINGS.get(str(row.get("solution_type")))
+    if reading is None:
+        if remainder:
+            return formula  # a remainder with no solution type naming the part: no answer read
+        reading = ASDIV_REMAINDER_READINGS["Floor-Division"]
+    return f"{formula}\nThe answer is {reading(quotient, remainder)}."
+
+
+SOLUTION_READERS: dict[str, Callable[[Any, Mapping[str, Any]], str]] = {
+    "as_is": solution_as_is,
+    "before_hashes": solution_before_hashes,
+    "asdiv_formula": solution_asdiv_formula,
+}
+
+
 # --- questions and options, per dataset as the official Qwen2.5-Math harness builds them --------
 #
 # A builder gets the row (fields already checked present) and returns the question text before
@@ -258,17 +307,19 @@ class DatasetSpec:
     choices_style: str | None = None  # list | mapping | letter_prefixed | lettered_string | inline
     gold_fallback_field: str | None = None  # used when the gold field is empty (choice_answer -> answer)
     mixed_choice: bool = False  # some rows are multiple choice (letter gold), the others open
+    solution_field: str | None = None  # the row's own worked solution, read by SOLUTION_READERS
+    solution_reader: str = "as_is"
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("gsm8k", ("question",), "answer", "after_hashes", "number", "word_problem",
-                hub=("openai/gsm8k", "main")),
+                hub=("openai/gsm8k", "main"), solution_field="answer", solution_reader="before_hashes"),
     DatasetSpec("math", ("problem",), "solution", "last_boxed", metadata_fields=("level", "type"),
-                hub=("EleutherAI/hendrycks_math", None)),
+                hub=("EleutherAI/hendrycks_math", None), solution_field="solution"),
     DatasetSpec("math500", ("problem",), "answer", metadata_fields=("level", "subject"),
-                id_field="unique_id", hub=("HuggingFaceH4/MATH-500", None)),
+                id_field="unique_id", hub=("HuggingFaceH4/MATH-500", None), solution_field="solution"),
     DatasetSpec("aime24", ("problem",), "answer", "as_is", "number", id_field="id",
-                hub=("HuggingFaceH4/aime_2024", None)),
+                hub=("HuggingFaceH4/aime_2024", None), solution_field="solution"),
     DatasetSpec("amc23", ("question",), "answer", "as_is", "number", id_field="id",
                 hub=("math-ai/amc23", None)),
     DatasetSpec("minerva_math", ("problem",), "solution", "last_boxed", metadata_fields=("type",),
@@ -280,13 +331,14 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                 metadata_fields=("Type",), id_field="ID", hub=("ChilleD/SVAMP", None),
                 question_builder="svamp"),
     DatasetSpec("asdiv", ("body", "question"), "answer", "without_unit_note", "number",
-                "word_problem", metadata_fields=("solution_type",)),
+                "word_problem", metadata_fields=("solution_type",), solution_field="formula",
+                solution_reader="asdiv_formula"),
     DatasetSpec("mawps", ("input",), "target", "as_is", "number", "word_problem",
                 metadata_fields=("type",)),
     DatasetSpec("aqua", ("question",), "correct", "as_is", "choice", "multiple_choice",
                 choices_field="options", hub=("deepmind/aqua_rat", "raw"),
-                question_builder="choices", choices_style="letter_prefixed"),
-    DatasetSpec("carp_en", ("content",), "answer", policy="statement"),
+                question_builder="choices", choices_style="letter_prefixed", solution_field="rationale"),
+    DatasetSpec("carp_en", ("content",), "answer", policy="statement", solution_field="steps"),
     DatasetSpec("college_math", ("question",), "answer",  # question_number is not unique
                 metadata_fields=("data_topic", "question_number")),
     DatasetSpec("gaokao2023en", ("question",), "answer"),
@@ -399,6 +451,13 @@ def row_gold(spec: DatasetSpec, row: Mapping[str, Any]) -> str | None:
     if gold is None and spec.gold_fallback_field and row.get(spec.gold_fallback_field) is not None:
         gold = GOLD_PARSERS[spec.gold_parser](row[spec.gold_fallback_field])
     return gold
+
+
+def reference_solution(spec: DatasetSpec, row: Mapping[str, Any]) -> str | None:
+    """The row's own worked solution as text a grader reads; None when the dataset has none."""
+    if spec.solution_field is None or row.get(spec.solution_field) in (None, ""):
+        return None
+    return SOLUTION_READERS[spec.solution_reader](row[spec.solution_field], row)
 
 
 def is_choice_letter(gold: str | None) -> bool:

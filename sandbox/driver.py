@@ -11,7 +11,9 @@ cgroup slot with its own memory/pids limits, mount namespace with a private tmpf
 /proc covered, rlimits, uid drop, Landlock domain, seccomp). A small bounded number
 (`IDLE_SESSIONS`) of fully hardened idle sessions is kept for the most recently requested
 limits, so a `spawn` is a hand-off of the session's control socket and output pipe
-(SCM_RIGHTS), refilled between requests. `kill` ends a session's whole process group and
+(SCM_RIGHTS), refilled between requests; the client handle (`Driver`) asks for the next one
+as soon as it takes one (`PREFETCH_SESSIONS`), so opening a session needs no round trip to a
+driver that may be busy forking. `kill` ends a session's whole process group and
 cgroup, reaps it, reports how it died (signal, exit code, cgroup OOM) and recycles its cgroup
 slot. The driver exits when the client's socket closes (the client died or closed it): it is
 never a daemon.
@@ -23,6 +25,7 @@ fresh fork), or keep secrets: it inherits no environment from the user.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sandbox.errors import SandboxUnavailable
@@ -396,12 +400,30 @@ class SpawnedSession:
     out_fd: int
 
 
+def _spawned(reply: dict, fds: list[int]) -> SpawnedSession:
+    ctrl_fd, out_fd = fds
+    os.set_blocking(out_fd, False)
+    return SpawnedSession(reply["sid"], socket.socket(fileno=ctrl_fd), out_fd)
+
+
+# Sessions a client holds already handed over (besides the driver's IDLE_SESSIONS), so that
+# opening one needs no round trip to the driver.
+PREFETCH_SESSIONS = 1
+
+
 class Driver:
     """The client's handle on one driver process (thread-safe; one request at a time)."""
 
     def __init__(self, *, python: str | None = None, start_timeout: float = 120.0) -> None:
         self._lock = threading.Lock()
-        self._unanswered = 0  # replies still owed to fire-and-forget requests (plain closes)
+        # What to do with each reply still owed to a request nobody waits on (plain closes,
+        # prefetches), in request order: the driver answers in that order.
+        self._owed: collections.deque[Callable[[bytes, list[int]], None]] = collections.deque()
+        # Sessions the driver already handed over for the limits last asked for, used before
+        # asking again: opening one is then local (no round trip to a driver that may be forking).
+        self._prefetched: list[SpawnedSession] = []
+        self._prefetch_key: tuple[int, int] | None = None
+        self._prefetching = 0
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         root = str(Path(__file__).resolve().parent.parent)
         # SIGINT ignored from the first statement: Ctrl-C is the client's to handle, and the
@@ -439,16 +461,15 @@ class Driver:
         return self._proc.poll() is None
 
     def _request(self, request: dict) -> tuple[dict, list[int]]:
-        with self._lock:
-            try:
-                self._sock.send(json.dumps(request).encode())
+        """Send `request` and wait for its reply (the lock held)."""
+        try:
+            self._sock.send(json.dumps(request).encode())
+            message, fds = self._receive()
+            while message and self._owed:  # replies come in request order
+                self._owed.popleft()(message, fds)
                 message, fds = self._receive()
-                while message and self._unanswered:  # replies come in request order
-                    self._unanswered -= 1
-                    _close_all(fds)
-                    message, fds = self._receive()
-            except OSError as exc:
-                raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
+        except OSError as exc:
+            raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
         if not message:
             raise SandboxUnavailable("the sandbox driver exited")
         reply = json.loads(message)
@@ -461,38 +482,88 @@ class Driver:
         message, fds, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 2)
         return message, fds
 
-    def _send_without_reply(self, request: dict) -> None:
-        """Send a request whose reply nobody waits for (read and dropped by the next request;
-        those already there are dropped now, so the socket never fills up)."""
-        with self._lock:
-            try:
-                while self._unanswered and select.select([self._sock], [], [], 0)[0]:
-                    message, fds = self._receive()
-                    _close_all(fds)
-                    if not message:
-                        raise SandboxUnavailable("the sandbox driver exited")
-                    self._unanswered -= 1
-                self._sock.send(json.dumps(request).encode())
-                self._unanswered += 1
-            except OSError as exc:
-                raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
+    def _handle_owed_replies(self) -> None:
+        """Handle the owed replies that have already arrived (never blocks; the lock held)."""
+        while self._owed and select.select([self._sock], [], [], 0)[0]:
+            message, fds = self._receive()
+            if not message:
+                raise SandboxUnavailable("the sandbox driver exited")
+            self._owed.popleft()(message, fds)
+
+    def _send_without_reply(self, request: dict, on_reply: Callable[[bytes, list[int]], None]) -> None:
+        """Send a request whose reply nobody waits for: `on_reply` handles it when a later
+        call reads it (owed replies already there are handled now: the socket never fills)."""
+        try:
+            self._handle_owed_replies()
+            self._sock.send(json.dumps(request).encode())
+            self._owed.append(on_reply)
+        except OSError as exc:
+            raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
+
+    @staticmethod
+    def _drop_reply(_message: bytes, fds: list[int]) -> None:
+        _close_all(fds)
+
+    def _keep_prefetched(self, key: tuple[int, int], message: bytes, fds: list[int]) -> None:
+        self._prefetching -= 1
+        reply = json.loads(message)
+        if not reply.get("ok") or len(fds) != 2:
+            log.debug("sandbox driver: prefetch refused: %s", reply.get("error"))
+            _close_all(fds)
+            return
+        session = _spawned(reply, fds)
+        if key == self._prefetch_key:
+            self._prefetched.append(session)
+        else:  # the limits changed meanwhile: this one is not wanted
+            self._end_prefetched(session)
+
+    def _end_prefetched(self, session: SpawnedSession) -> None:
+        session.ctrl.close()
+        os.close(session.out_fd)
+        self._send_without_reply({"op": "kill", "sid": session.sid, "wait": False}, self._drop_reply)
+
+    def _prefetch(self, key: tuple[int, int]) -> None:
+        """Ask for sessions ahead of use so that PREFETCH_SESSIONS are at hand for `key`."""
+        if key != self._prefetch_key:
+            for session in self._prefetched:
+                self._end_prefetched(session)
+            self._prefetched, self._prefetch_key = [], key
+        for _ in range(PREFETCH_SESSIONS - len(self._prefetched) - self._prefetching):
+            self._prefetching += 1
+            self._send_without_reply({"op": "spawn", "memory_mb": key[0], "cpu_s": key[1]},
+                                     lambda message, fds: self._keep_prefetched(key, message, fds))
 
     def spawn(self, *, memory_mb: int, cpu_s: int) -> SpawnedSession:
-        reply, fds = self._request({"op": "spawn", "memory_mb": memory_mb, "cpu_s": cpu_s})
-        ctrl_fd, out_fd = fds
-        os.set_blocking(out_fd, False)
-        return SpawnedSession(reply["sid"], socket.socket(fileno=ctrl_fd), out_fd)
+        """A fresh session for these limits: one already handed over (prefetched) when there
+        is one, else asked for now; either way the next one is asked for before returning."""
+        key = (int(memory_mb), int(cpu_s))
+        with self._lock:
+            self._handle_owed_replies()
+            if key == self._prefetch_key and self._prefetched:
+                session = self._prefetched.pop(0)
+            else:
+                reply, fds = self._request({"op": "spawn", "memory_mb": key[0], "cpu_s": key[1]})
+                session = _spawned(reply, fds)
+            self._prefetch(key)
+        return session
 
     def kill(self, sid: int, *, wait: bool = True) -> dict:
         """End the session's process group/cgroup; with `wait`, returns {signal, exit, oom}.
         Without, the request is sent and not waited for (a plain close costs one send)."""
-        if not wait:
-            self._send_without_reply({"op": "kill", "sid": sid, "wait": False})
-            return {"ok": True}
-        reply, _ = self._request({"op": "kill", "sid": sid, "wait": True})
+        with self._lock:
+            if not wait:
+                self._send_without_reply({"op": "kill", "sid": sid, "wait": False}, self._drop_reply)
+                return {"ok": True}
+            reply, _ = self._request({"op": "kill", "sid": sid, "wait": True})
         return reply
 
     def close(self) -> None:
+        with self._lock:
+            prefetched, self._prefetched = self._prefetched, []
+        for session in prefetched:  # the driver ends them when the socket closes
+            with contextlib.suppress(OSError):
+                session.ctrl.close()
+                os.close(session.out_fd)
         with contextlib.suppress(OSError):
             self._sock.close()
         try:

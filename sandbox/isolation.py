@@ -678,9 +678,11 @@ def collapse_heap_to_huge_pages() -> int:
             continue  # only private anonymous memory and the brk heap
         low, high = (int(x, 16) for x in fields[0].split("-"))
         start, end = (low + _HUGE - 1) // _HUGE * _HUGE, high // _HUGE * _HUGE
-        if end > start and madvise(start, end - start, _MADV_HUGEPAGE) == 0 \
-                and madvise(start, end - start, _MADV_COLLAPSE) == 0:
-            collapsed += end - start
+        if end <= start or madvise(start, end - start, _MADV_HUGEPAGE) != 0:
+            continue
+        for huge in range(start, end, _HUGE):  # one at a time: a refused one keeps the others
+            if madvise(huge, _HUGE, _MADV_COLLAPSE) == 0:
+                collapsed += _HUGE
     return collapsed
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from eval.datasets import DATASETS, Problem, load_benchmark
+from eval.datasets import DATASETS, Problem, load_benchmark, reference_solution
 from eval.errors import DataError, DataUnavailable
 
 
@@ -105,3 +105,34 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.setattr(datasets_module, "hub_reachable", lambda timeout_s=3.0: False)
     with pytest.raises(DataUnavailable, match=r"cannot reach the Hugging Face hub .* math500\.jsonl"):
         load_benchmark("HuggingFaceH4/MATH-500")
+
+
+@pytest.mark.parametrize("formula,solution_type,expected", [
+    # ASDiv's division with remainder: the solution type names the part that answers
+    ("47/6=7 r5", "Surplus", "47/6=7 r5\nThe answer is 5."),
+    ("94/8=11 r6", "Floor-Division", "94/8=11 r6\nThe answer is 11."),
+    ("35/6=5 r5", "Ceil-Division", "35/6=5 r5\nThe answer is 6."),
+    ("36/6=6 r0", "Ceil-Division", "36/6=6 r0\nThe answer is 6."),  # exact: no extra group
+    # an exact division under any type is its quotient; a remainder under another type reads nothing
+    ("360/4=90 r0", "Common-Division", "360/4=90 r0\nThe answer is 90."),
+    ("47/6=7 r5", "Common-Division", "47/6=7 r5"),
+    # no remainder at the end: the formula as it is
+    ("47/5=9 r2; 5-2=3", "Surplus", "47/5=9 r2; 5-2=3"),
+    ("4+5=9", "Addition", "4+5=9"),
+])
+def test_asdiv_formula_solution_reads_the_remainder_by_solution_type(formula, solution_type, expected):
+    row = {"body": "b", "question": "q", "answer": "1", "formula": formula, "solution_type": solution_type}
+    assert reference_solution(DATASETS["asdiv"], row) == expected
+
+
+@pytest.mark.parametrize("name,row,expected", [
+    # the worked solution field of each dataset that has one
+    ("gsm8k", {"question": "q", "answer": "2 + 2 = 4\n#### 4"}, "2 + 2 = 4\n"),
+    ("math500", {"problem": "p", "answer": "4", "solution": "so \\boxed{4}"}, "so \\boxed{4}"),
+    ("carp_en", {"content": "c", "answer": "4", "steps": "x = 4"}, "x = 4"),
+    # none: a dataset without a solution field, or an empty one
+    ("svamp", {"Body": "b", "Question": "q", "Answer": 4}, None),
+    ("aqua", {"question": "q", "options": ["A)1"], "correct": "A", "rationale": ""}, None),
+])
+def test_reference_solution_per_dataset(name, row, expected):
+    assert reference_solution(DATASETS[name], row) == expected

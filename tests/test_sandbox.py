@@ -262,6 +262,24 @@ def test_pool_bounds_live_sessions():
         thread.join()
 
 
+# -- sessions handed over ahead of use (prefetched) carry the limits asked for, and end with the pool
+def test_prefetched_sessions_follow_the_limits_asked_for_and_end_with_the_pool():
+    seen = []
+    with SandboxPool() as own:
+        for memory_mb in (256, 256, 512, 512, 256):
+            with own.session(memory_mb=memory_mb) as session:
+                assert session.run("print(2 + 2)").stdout == "4\n"
+                seen.append((memory_mb, session.layers["rlimits"]["detail"], session.pid))
+        driver_pid = own.driver().pid
+    for memory_mb, detail, _pid in seen:
+        assert f"(+{memory_mb})" in detail
+    deadline = time.monotonic() + 5
+    pids = [driver_pid, *(pid for *_, pid in seen)]
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_missing_minimum_layer(strict, caplog):
     layers = {name: {"active": True} for name in ("process", "rlimits", "policy")}
