@@ -178,15 +178,30 @@ class Qwen2Forward:
         return x + linear(F.silu(linear(h, w.gate)) * linear(h, w.up), w.down)
 
 
+# Output columns per ``rowwise_linear`` block: about this many bytes of weights, so that the
+# B single-row products of a block read its weights from cache, not memory, after the first.
+ROWWISE_BLOCK_BYTES = 2 << 20
+
+
 def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` whose row ``b`` is bitwise independent of the other rows (CPU decode).
 
     A CPU GEMM's blocking, hence its reduction order, changes with the row count M (M = 1 takes
     a GEMV path, M >= 4 other kernels), so a row of ``F.linear`` differs by an ulp between a
-    batch and the same row alone. A batched matmul of B [1, K] x [K, N] problems computes every
-    row as the same single-row product, whatever B is (equal to ``F.linear`` of that row alone)."""
+    batch and the same row alone. A batched matmul of B [1, K] x [K, n] problems computes every
+    row as the same single-row product, whatever B is. The output columns go in blocks of
+    about ``ROWWISE_BLOCK_BYTES`` of weights (the same blocks for every B), so the B products of
+    a block share its weights in cache: one read of the weights from memory per step, not B."""
     batch, k = x.shape
-    out = torch.bmm(x[:, None, :], weight.t().expand(batch, k, weight.shape[0]))[:, 0]
+    rows = x[:, None, :]
+    block = max(1, ROWWISE_BLOCK_BYTES // (k * weight.element_size()))
+    if block >= weight.shape[0]:
+        out = torch.bmm(rows, weight.t().expand(batch, k, weight.shape[0]))[:, 0]
+    else:
+        out = x.new_empty(batch, weight.shape[0])
+        for start in range(0, weight.shape[0], block):
+            part = weight[start:start + block]
+            out[:, start:start + part.shape[0]] = torch.bmm(rows, part.t().expand(batch, k, part.shape[0]))[:, 0]
     return out if bias is None else out + bias
 
 
