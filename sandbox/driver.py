@@ -422,6 +422,7 @@ class Driver:
         # Sessions the driver already handed over for the limits last asked for, used before
         # asking again: opening one is then local (no round trip to a driver that may be forking).
         self._prefetched: list[SpawnedSession] = []
+        self._unwanted: list[SpawnedSession] = []  # prefetched for limits no longer asked for
         self._prefetch_key: tuple[int, int] | None = None
         self._prefetching = 0
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -461,12 +462,17 @@ class Driver:
         return self._proc.poll() is None
 
     def _request(self, request: dict) -> tuple[dict, list[int]]:
-        """Send `request` and wait for its reply (the lock held)."""
+        """Send `request` and wait for its reply (the lock held). The driver answers in request
+        order: the replies owed to the requests sent before this one come first."""
         try:
+            owed_before = len(self._owed)
             self._sock.send(json.dumps(request).encode())
-            message, fds = self._receive()
-            while message and self._owed:  # replies come in request order
+            for _ in range(owed_before):
+                message, fds = self._receive()
+                if not message:
+                    break
                 self._owed.popleft()(message, fds)
+            else:
                 message, fds = self._receive()
         except OSError as exc:
             raise SandboxUnavailable(f"lost the sandbox driver: {exc}") from exc
@@ -514,8 +520,8 @@ class Driver:
         session = _spawned(reply, fds)
         if key == self._prefetch_key:
             self._prefetched.append(session)
-        else:  # the limits changed meanwhile: this one is not wanted
-            self._end_prefetched(session)
+        else:  # the limits changed meanwhile: ended by the next `_prefetch` (a reply handler
+            self._unwanted.append(session)  # never sends: replies would pair with the wrong request)
 
     def _end_prefetched(self, session: SpawnedSession) -> None:
         session.ctrl.close()
@@ -524,6 +530,8 @@ class Driver:
 
     def _prefetch(self, key: tuple[int, int]) -> None:
         """Ask for sessions ahead of use so that PREFETCH_SESSIONS are at hand for `key`."""
+        while self._unwanted:
+            self._end_prefetched(self._unwanted.pop())
         if key != self._prefetch_key:
             for session in self._prefetched:
                 self._end_prefetched(session)
@@ -559,7 +567,7 @@ class Driver:
 
     def close(self) -> None:
         with self._lock:
-            prefetched, self._prefetched = self._prefetched, []
+            prefetched, self._prefetched, self._unwanted = self._prefetched + self._unwanted, [], []
         for session in prefetched:  # the driver ends them when the socket closes
             with contextlib.suppress(OSError):
                 session.ctrl.close()

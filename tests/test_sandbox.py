@@ -280,6 +280,18 @@ def test_prefetched_sessions_follow_the_limits_asked_for_and_end_with_the_pool()
     assert not [p for p in pids if Path(f"/proc/{p}").exists()]
 
 
+def test_sessions_with_changing_limits_from_threads_each_get_their_own():
+    def open_run_close(memory_mb):
+        with own.session(memory_mb=memory_mb) as session:
+            out = session.run("print(3 * 3)").stdout
+            return memory_mb, session.layers["rlimits"]["detail"], out
+
+    with SandboxPool() as own, ThreadPoolExecutor(4) as workers:
+        results = list(workers.map(open_run_close, [256, 512, 384] * 8))
+    for memory_mb, detail, out in results:
+        assert out == "9\n" and f"(+{memory_mb})" in detail
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_missing_minimum_layer(strict, caplog):
     layers = {name: {"active": True} for name in ("process", "rlimits", "policy")}
