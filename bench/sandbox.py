@@ -142,17 +142,11 @@ def pool_per_batch_rate(programs: Sequence[dict], workers: int, timeout: float =
 def fork_floor_child(path: Path, workers: int) -> None:
     """In a fresh interpreter: prepare as the driver does, then one fresh fork per program
     (see the module docstring); prints one JSON line (rate, correct, CPU ms per program)."""
-    import gc
-
-    from sandbox import isolation
-    from sandbox.driver import preimport, warm_up
+    from sandbox.driver import freeze_for_forks, preimport, warm_up
 
     preimport()
     warm_up()
-    gc.collect()
-    gc.freeze()
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        isolation.collapse_heap_to_huge_pages()
+    freeze_for_forks()
     programs = load_programs(path)
     outputs: list[str] = [""] * len(programs)
     running: dict[int, tuple[int, int]] = {}  # pid -> (program index, read end of its pipe)

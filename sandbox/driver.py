@@ -99,6 +99,18 @@ def warm_up() -> None:
         log.debug("sandbox driver: warm-up incomplete", exc_info=True)
 
 
+def freeze_for_forks() -> None:
+    """The last step before forking sessions: every object made so far frozen out of the GC
+    (forked sessions then never touch, hence copy, them) and the anonymous heap collapsed into
+    huge pages (a cheaper fork and exit for every session)."""
+    from sandbox import isolation
+
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        isolation.collapse_heap_to_huge_pages()
+
+
 # Pre-forked, fully hardened idle sessions kept for the most recently requested limits: opening
 # a session is then a hand-off of two fds, not a fork. Small and bounded (each is a process).
 IDLE_SESSIONS = 2
@@ -366,10 +378,7 @@ def main(argv: list[str]) -> int:
     state = _DriverState(sock, probe, program, workbase, shared)
     if state.private_workdir:
         os.mkdir(f"{workbase}/w", 0o700)  # every session mounts its own tmpfs over it
-    gc.collect()
-    gc.freeze()  # forked sessions then never touch (and copy) the driver's objects
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        isolation.collapse_heap_to_huge_pages()  # cheaper fork and exit for every session
+    freeze_for_forks()
     try:
         cgroup_dirs = sorted({probe.cgroups.memory, probe.cgroups.pids}) if probe.cgroups else []
         host = probe.as_dict()
@@ -530,12 +539,11 @@ class Driver:
 
     def _prefetch(self, key: tuple[int, int]) -> None:
         """Ask for sessions ahead of use so that PREFETCH_SESSIONS are at hand for `key`."""
+        if key != self._prefetch_key:
+            self._unwanted += self._prefetched
+            self._prefetched, self._prefetch_key = [], key
         while self._unwanted:
             self._end_prefetched(self._unwanted.pop())
-        if key != self._prefetch_key:
-            for session in self._prefetched:
-                self._end_prefetched(session)
-            self._prefetched, self._prefetch_key = [], key
         for _ in range(PREFETCH_SESSIONS - len(self._prefetched) - self._prefetching):
             self._prefetching += 1
             self._send_without_reply({"op": "spawn", "memory_mb": key[0], "cpu_s": key[1]},

@@ -195,13 +195,8 @@ def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     batch, k = x.shape
     rows = x[:, None, :]
     block = max(1, ROWWISE_BLOCK_BYTES // (k * weight.element_size()))
-    if block >= weight.shape[0]:
-        out = torch.bmm(rows, weight.t().expand(batch, k, weight.shape[0]))[:, 0]
-    else:
-        out = x.new_empty(batch, weight.shape[0])
-        for start in range(0, weight.shape[0], block):
-            part = weight[start:start + block]
-            out[:, start:start + part.shape[0]] = torch.bmm(rows, part.t().expand(batch, k, part.shape[0]))[:, 0]
+    outs = [torch.bmm(rows, part.t().expand(batch, k, part.shape[0]))[:, 0] for part in weight.split(block)]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out if bias is None else out + bias
 
 
