@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 from qwen_math.engine.engine import Engine, EngineConfig, EngineRequest, common_prefix_length  # noqa: E402
 from qwen_math.engine.kv_cache import CacheShape, KVCache, slots_that_fit  # noqa: E402
-from qwen_math.engine.qwen2 import Qwen2Forward  # noqa: E402
+from qwen_math.engine.qwen2 import PrefillPiece, Qwen2Forward  # noqa: E402
 from qwen_math.engine.sampling import (  # noqa: E402
     SamplingBatch,
     sample_tokens,
@@ -127,6 +127,76 @@ def test_batched_decode_rows_match_transformers(model):
             )
             for row, reference in enumerate(references):
                 torch.testing.assert_close(logits[row], reference, atol=1e-4, rtol=0)
+
+
+def test_packed_prefill_of_several_sequences_then_decode_matches_transformers(model):
+    # three chunks of different sequences in one pass: slot 2 from 0, slot 0 from 0, slot 1
+    # continuing at position 5 (its first 5 positions prefilled alone before)
+    prompts = [torch.tensor(prompt(i, n)) for i, n in ((70, 12), (71, 7), (72, 16))]
+    with torch.inference_mode():
+        references = [model(p[None]).logits[0, -1] for p in prompts]
+        forward = Qwen2Forward(model, context_window=4096)
+        cache = KVCache(forward.cache_shape, slots=3, context_window=4096, device=torch.device("cpu"))
+        cache.ensure_capacity(32)
+        forward.prefill(cache, slot=1, tokens=prompts[2][:5], start=0)
+        forward.prefill_many(cache, [PrefillPiece(2, prompts[0][:-1], 0), PrefillPiece(0, prompts[1][:-1], 0),
+                                     PrefillPiece(1, prompts[2][5:-1], 5)])
+        positions = torch.tensor([len(p) - 1 for p in prompts])
+        logits = forward.decode(cache, slots=torch.tensor([2, 0, 1]), tokens=torch.stack([p[-1] for p in prompts]),
+                                positions=positions, span=int(positions.max()) + 1, contiguous=False)
+        for row, reference in enumerate(references):
+            torch.testing.assert_close(logits[row], reference, atol=1e-4, rtol=0)
+
+
+def test_fused_projections_are_views_of_the_models_own_parameters(model):
+    attn = model.model.layers[0].self_attn
+    with torch.inference_mode():
+        ids = torch.tensor([prompt(73, 9)])
+        before = model(ids).logits
+        first = Qwen2Forward(model, context_window=4096).layers[0]
+        second = Qwen2Forward(model, context_window=4096).layers[0]  # a second engine on the same model
+        assert torch.equal(model(ids).logits, before)  # the model computes exactly as before
+    assert first.qkv.data_ptr() == second.qkv.data_ptr() == attn.q_proj.weight.data_ptr()  # no copy
+    rows = attn.q_proj.weight.shape[0]
+    assert torch.equal(first.qkv[rows:rows + attn.k_proj.weight.shape[0]], attn.k_proj.weight)
+    assert torch.equal(first.qkv_bias[-attn.v_proj.bias.shape[0]:], attn.v_proj.bias)
+    assert isinstance(attn.q_proj.weight, torch.nn.Parameter)
+
+
+def test_a_decode_layer_issues_few_ops():
+    """Kernel count per layer bounds a GPU decode step (each op is a launch inside the graph):
+    the static step of a layer stays at about 20 compute ops (views are free; the SDPA path run
+    here gathers k and v, two ops the CUDA varlen kernel does not need). It was ~35 before the
+    fused projections, joint RoPE, residual-in-matmul and per-step attention plan."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from qwen_math.tiny import SHAPES, model_config
+
+    views = {"view", "_unsafe_view", "slice", "select", "transpose", "unsqueeze", "chunk", "split", "expand",
+             "as_strided", "t", "detach", "detach_", "alias", "lift_fresh", "unbind", "permute", "_reshape_alias"}
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += func.overloadpacket.__name__ not in views
+            return func(*args, **(kwargs or {}))
+
+    def ops_per_step(layers: int) -> int:
+        config = model_config(SHAPES["tiny"]) | {"num_hidden_layers": layers}
+        forward = Qwen2Forward(Qwen2ForCausalLM(Qwen2Config(**config)).eval(), context_window=64)
+        cache = KVCache(forward.cache_shape, slots=4, context_window=64, device=torch.device("cpu"),
+                        preallocate=True)
+        with torch.inference_mode(), CountOps() as counter:
+            forward.decode_static(cache.keys, cache.values, torch.tensor([0, 2]), torch.tensor([5, 6]),
+                                  torch.tensor([3, 9]))
+        return counter.ops
+
+    per_layer = (ops_per_step(6) - ops_per_step(2)) / 4
+    assert per_layer <= 21, per_layer
 
 
 def test_greedy_is_token_identical_to_generate(model):
@@ -252,6 +322,15 @@ def test_static_decode_gives_the_same_tokens(model):
     static = make_engine(model, static_decode=True)
     assert len(static.slots) == static.cache.slots - 1  # the last slot pads the buckets
     assert tokens_of(static.run(requests)) == tokens_of(make_engine(model).run(requests))
+
+
+def test_packed_prefill_gives_the_same_greedy_tokens(model):
+    # the CUDA default (several rows' prompt chunks in one forward), run on CPU; greedy, since a
+    # packed matmul may move a key by an ulp (which sampling at top_p < 1 could turn into a token)
+    requests = [request(f"k{i}", prompt(80 + i, 5 + 7 * i), seed=i, max_tokens=8) for i in range(4)]
+    packed = make_engine(model, packed_prefill=True, prefill_chunk=24)
+    assert tokens_of(packed.run(requests)) == tokens_of(make_engine(model).run(requests))
+    assert packed.stats.prefill_tokens == sum(len(r.prompt_ids) - 1 for r in requests)
 
 
 def test_continuous_batching_refills_freed_slots(model):

@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from qwen_math.engine.attention import self_check, varlen_attend  # noqa: E402
+from qwen_math.engine.attention import ATTENTION, self_check  # noqa: E402
 from qwen_math.engine.engine import Engine, EngineConfig, EngineRequest  # noqa: E402
 
 CUDA = torch.device("cuda")
@@ -61,7 +61,7 @@ def tokens_of(results):
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-3), (torch.bfloat16, 2e-2)])
 def test_varlen_attention_equals_sdpa(dtype, tolerance):
     for heads, kv_heads in ((12, 2), (28, 4), (4, 2)):
-        assert self_check(varlen_attend, device=CUDA, dtype=dtype, heads=heads, kv_heads=kv_heads,
+        assert self_check(ATTENTION["varlen"], device=CUDA, dtype=dtype, heads=heads, kv_heads=kv_heads,
                           head_dim=128 if dtype == torch.bfloat16 else 64, seed=heads) < tolerance
 
 

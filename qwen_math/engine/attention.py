@@ -1,8 +1,9 @@
 """Decode attention: one new query token per row against that row's own slot of the KV cache.
 
-Two implementations of one function, ``attend(q, keys, values, slots, lengths)`` -> [B, H * D]
-(``q`` [B, H, D]; ``keys``/``values`` one layer's cache, [slots, capacity, Hkv, D]; row ``b``
-attends to positions ``< lengths[b]`` of slot ``slots[b]``):
+Each implementation is a ``DecodeAttention``: ``plan(rows)`` once per step (what every layer
+shares: offsets, lengths, masks, from a ``StepRows``), then ``attend(q, keys, values, plan)`` ->
+[B, H * D] once per layer (``q`` [B, H, D]; ``keys``/``values`` one layer's cache, [slots,
+capacity, Hkv, D]; row ``b`` attends to positions ``< lengths[b]`` of slot ``slots[b]``):
 
 - ``varlen`` (CUDA): PyTorch's memory-efficient (CUTLASS) attention kernel in its variable-length
   form. The layer's cache is one packed key sequence ``[1, slots * capacity, Hkv, D]``; row
@@ -32,13 +33,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class StepRows:
+    """The rows of one decode step, as every layer's attention sees them."""
+
+    slots: torch.Tensor  # [B] cache slot of each row
+    lengths: torch.Tensor  # [B] positions each row attends to (its new token's position + 1)
+    n_slots: int
+    capacity: int
+    group: int  # query heads per KV head
+    span: int | None = None  # sdpa: read positions < span (default: the whole capacity)
+    contiguous: bool = False  # sdpa: ``slots`` is 0..B-1 (the rows are a slice of the cache)
+    host_rows: list[tuple[int, int]] | None = None  # rowwise: (slot, length) of each row, on the host
+
+
+@dataclass(frozen=True)
+class DecodeAttention:
+    plan: Callable[[StepRows], Any]  # once per step
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]  # once per layer
 
 
 def group_queries(q: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -53,13 +74,24 @@ def sdpa_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots
 
     ``span`` (default: the whole capacity) bounds the positions read; ``contiguous`` means
     ``slots`` is ``0..B-1``, so the rows are a slice of the cache (no gather)."""
-    batch, heads, dim = q.shape
     span = keys.shape[1] if span is None else span
+    return sdpa_attention.attend(q, keys, values, sdpa_plan(StepRows(slots, lengths, keys.shape[0], keys.shape[1],
+                                                                     1, span, contiguous)))
+
+
+def sdpa_plan(rows: StepRows) -> tuple[torch.Tensor, int, bool, torch.Tensor]:
+    span = rows.capacity if rows.span is None else rows.span
+    mask = (torch.arange(span, device=rows.slots.device)[None, :] < rows.lengths[:, None])[:, None, None, :]
+    return rows.slots, span, rows.contiguous, mask
+
+
+def sdpa_attend_planned(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan) -> torch.Tensor:
+    slots, span, contiguous, mask = plan
+    batch, heads, dim = q.shape
     if contiguous:
         k, v = keys[:batch, :span], values[:batch, :span]
     else:
         k, v = keys[slots, :span], values[slots, :span]
-    mask = (torch.arange(span, device=q.device)[None, :] < lengths[:, None])[:, None, None, :]
     out = F.scaled_dot_product_attention(
         group_queries(q, keys.shape[2]), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
     )  # [B, Hkv, G, D]
@@ -81,30 +113,43 @@ def rowwise_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     return out
 
 
-def varlen_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,
-                  lengths: torch.Tensor) -> torch.Tensor:
+def varlen_plan(rows: StepRows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The varlen kernel's offsets: query rows ``b * G .. (b + 1) * G`` (the G query heads of
+    a KV head as tokens), keys of row ``b`` from ``slots[b] * capacity``, ``lengths[b]`` long."""
+    batch, device = rows.slots.shape[0], rows.slots.device
+    cu_q = torch.arange(0, (batch + 1) * rows.group, rows.group, dtype=torch.int32, device=device)
+    starts = (rows.slots * rows.capacity).to(torch.int32)
+    cu_k = torch.cat([starts, starts.new_full((1,), rows.n_slots * rows.capacity)])
+    return cu_q, cu_k, rows.lengths.to(torch.int32)
+
+
+def varlen_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan) -> torch.Tensor:
     """Decode attention through the memory-efficient varlen kernel (CUDA): each row reads only
     ``lengths[b]`` positions of its own slot."""
+    cu_q, cu_k, seqlen_k = plan
     batch, heads, dim = q.shape
     n_slots, capacity, kv_heads, _ = keys.shape
     group = heads // kv_heads
     query = group_queries(q, kv_heads).transpose(1, 2).reshape(1, batch * group, kv_heads, dim)
-    cu_q = torch.arange(0, (batch + 1) * group, group, dtype=torch.int32, device=q.device)
-    starts = (slots * capacity).to(torch.int32)
-    cu_k = torch.cat([starts, starts.new_full((1,), n_slots * capacity)])
     out = torch.ops.aten._efficient_attention_forward(
         query, keys.view(1, n_slots * capacity, kv_heads, dim), values.view(1, n_slots * capacity, kv_heads, dim),
-        None, cu_q, cu_k, group, capacity, 0.0, 0, False, scale=dim**-0.5, seqlen_k=lengths.to(torch.int32),
+        None, cu_q, cu_k, group, capacity, 0.0, 0, False, scale=dim**-0.5, seqlen_k=seqlen_k,
     )[0]  # [1, B * G, Hkv, D]
     return out.view(batch, group, kv_heads, dim).transpose(1, 2).reshape(batch, heads * dim)
 
 
-ATTENTION: dict[str, Attend] = {"varlen": varlen_attend, "sdpa": sdpa_attend}
+sdpa_attention = DecodeAttention(plan=sdpa_plan, attend=sdpa_attend_planned)
+rowwise_attention = DecodeAttention(plan=lambda rows: rows.host_rows,
+                                    attend=lambda q, keys, values, plan: rowwise_attend(q, keys, values, plan))
+ATTENTION: dict[str, DecodeAttention] = {
+    "varlen": DecodeAttention(plan=varlen_plan, attend=varlen_attend),
+    "sdpa": sdpa_attention,
+}
 
 
-def self_check(attend: Attend, *, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int,
+def self_check(attention: DecodeAttention, *, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int,
                head_dim: int, seed: int = 0) -> float:
-    """Relative error of ``attend`` against ``sdpa_attend`` in float32 on random rows (shuffled
+    """Relative error of ``attention`` against ``sdpa_attend`` in float32 on random rows (shuffled
     slots, lengths from 1 to the capacity)."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     slots_total, capacity, batch = 5, 64, 4
@@ -116,23 +161,24 @@ def self_check(attend: Attend, *, device: torch.device, dtype: torch.dtype, head
     q = rand(batch, heads, head_dim)
     slots = torch.tensor([3, 0, 4, 1], device=device)
     lengths = torch.tensor([1, 64, 17, 40], device=device)
-    got = attend(q, keys, values, slots, lengths).float()
+    rows = StepRows(slots, lengths, slots_total, capacity, heads // kv_heads)
+    got = attention.attend(q, keys, values, attention.plan(rows)).float()
     want = sdpa_attend(q.float(), keys.float(), values.float(), slots, lengths)
     return float((got - want).norm() / want.norm())
 
 
 def decode_attention(device: torch.device, *, dtype: torch.dtype, heads: int, kv_heads: int,
-                     head_dim: int) -> tuple[str, Attend]:
+                     head_dim: int) -> tuple[str, DecodeAttention]:
     """The decode attention for ``device``: ``varlen`` on CUDA when it passes its self-check."""
     if device.type != "cuda":
-        return "sdpa", sdpa_attend
+        return "sdpa", sdpa_attention
     try:
-        error = self_check(varlen_attend, device=device, dtype=dtype, heads=heads, kv_heads=kv_heads,
+        error = self_check(ATTENTION["varlen"], device=device, dtype=dtype, heads=heads, kv_heads=kv_heads,
                            head_dim=head_dim)
     except (RuntimeError, TypeError, NotImplementedError) as exc:  # no such kernel/signature in this torch
         log.warning("varlen decode attention unavailable (%s); using SDPA over the whole slot", exc)
-        return "sdpa", sdpa_attend
+        return "sdpa", sdpa_attention
     if not error < 2e-2:
         log.warning("varlen decode attention disagrees with SDPA (relative error %.3g); using SDPA", error)
-        return "sdpa", sdpa_attend
-    return "varlen", varlen_attend
+        return "sdpa", sdpa_attention
+    return "varlen", ATTENTION["varlen"]

@@ -8,7 +8,8 @@ all work by one decode step and returns the requests that finished in it:
    continuation with the same ``cache_key`` takes over its parked slot and keeps its KV), the
    prefix is copied (or kept) and only the remaining tokens are fed;
 2. chunked prefill: feed up to ``prefill_chunk`` prompt tokens (all but each prompt's last
-   token), so a long prompt never stalls the decoding rows for long;
+   token), so a long prompt never stalls the decoding rows for long; on CUDA the chunks of
+   several rows go through one packed forward (``EngineConfig.packed_prefill``);
 3. decode: one batched forward over every row whose last input token is pending -> logits,
    sampled on the device with each row's own parameters and seed;
 4. bring the new tokens to the host once for the whole batch, check EOS / stop strings /
@@ -43,12 +44,17 @@ import torch
 from qwen_math.backends.base import drain
 from qwen_math.engine.graphs import GraphDecoder
 from qwen_math.engine.kv_cache import KVCache, free_memory_bytes, slots_that_fit
-from qwen_math.engine.qwen2 import Qwen2Forward
+from qwen_math.engine.qwen2 import PrefillPiece, Qwen2Forward
 from qwen_math.engine.sampling import SamplingBatch, host_to_device, sample_tokens
 from qwen_math.engine.stops import Finish, StopChecker
 from qwen_math.errors import UsageError
 
 log = logging.getLogger(__name__)
+
+#: a request waits for a prefix another row is still prefilling only to save this many tokens
+#: (or its whole prompt).
+WAIT_FOR_PREFIX_TOKENS = 16
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -61,6 +67,10 @@ class EngineConfig:
     # capacity, replayed as CUDA graphs on a GPU. None: on for CUDA, off on CPU (where it only
     # adds padding work; tests turn it on to check it gives the same tokens).
     static_decode: bool | None = None
+    # prefill of several rows' chunks in one forward (matmuls over all their tokens at once).
+    # None: on for CUDA, off on CPU (there a packed matmul changes a row's keys by an ulp with
+    # the other rows, and "a request's tokens never depend on its batch" is exact on CPU).
+    packed_prefill: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -207,23 +217,36 @@ class Engine:
 
     def _admit_waiting(self) -> None:
         """Fill free slots in arrival order; a request whose prefix is still being prefilled
-        by another row waits (keeping its place) so it can copy that prefix next step."""
+        by another row waits (keeping its place) so it can copy that prefix next step.
+
+        Each request's shared prefix with every slot is computed once (``_held_prefixes``) and
+        used for the wait decision, the choice of slot and of donor; what the prefilling rows
+        will hold is built once per step, not once per request."""
         deferred: list[EngineRequest] = []
+        coming = [row.slot.tokens + row.pending[:-1] for row in self.running if len(row.pending) > 1]
         while self.waiting and len(self.running) < len(self.slots) and len(deferred) < len(self.slots):
             request = self.waiting.popleft()
-            if self._prefix_coming(request):
+            prompt = list(request.prompt_ids)
+            held = self._held_prefixes(prompt)
+            if self._prefix_coming(prompt, held, coming):
                 deferred.append(request)
-            else:
-                self._admit(request)
+                continue
+            row = self._admit(request, prompt, held)
+            if len(row.pending) > 1:
+                coming.append(row.slot.tokens + row.pending[:-1])
         self.waiting.extendleft(reversed(deferred))
 
-    def _admit(self, request: EngineRequest) -> None:
+    def _held_prefixes(self, prompt: list[int]) -> dict[int, int]:
+        """Slot index -> how many leading tokens of ``prompt`` the slot holds (slots holding
+        nothing are left out)."""
+        return {s.index: common_prefix_length(s.tokens, prompt, len(prompt)) for s in self.slots if s.tokens}
+
+    def _admit(self, request: EngineRequest, prompt: list[int], held: dict[int, int]) -> Row:
         """Place ``request`` in a slot, starting from the longest prefix any slot holds."""
-        prompt = list(request.prompt_ids)
         usable = len(prompt) - 1  # the last prompt token is fed by the decode step
-        slot = self._parked_slot(request.cache_key) or self._free_slot(prompt)
-        reused = common_prefix_length(slot.tokens, prompt, usable)
-        source = self._best_source(prompt, usable, exclude=slot)
+        slot = self._parked_slot(request.cache_key) or self._free_slot(held)
+        reused = min(held.get(slot.index, 0), usable)
+        source = self._best_source(held, usable, exclude=slot)
         if source is not None and source[1] > reused:
             donor, reused = source
             self.cache.copy_prefix(source=donor.index, target=slot.index, length=reused)
@@ -238,23 +261,27 @@ class Engine:
         slot.row = row
         self.running.append(row)
         self.stats.reused_tokens += reused
+        return row
 
-    def _prefix_coming(self, request: EngineRequest) -> bool:
-        """Wait when a row still prefilling will hold a longer prefix than any slot does now."""
-        prefilling = [row for row in self.running if len(row.pending) > 1]
-        if not prefilling:
+    @staticmethod
+    def _prefix_coming(prompt: list[int], held: dict[int, int], coming: list[list[int]]) -> bool:
+        """Wait when a row still prefilling will hold a longer prefix than any slot does now:
+        the request's whole usable prompt (n samples of one prompt), or at least
+        ``WAIT_FOR_PREFIX_TOKENS`` more of it. (Waiting a step to save a token or two would
+        hold distinct prompts that share a system prompt back one step each, in chains.)"""
+        if not coming:
             return False
-        prompt = list(request.prompt_ids)
         usable = len(prompt) - 1
-        coming = max(common_prefix_length(row.slot.tokens + row.pending[:-1], prompt, usable) for row in prefilling)
-        return coming > max(common_prefix_length(s.tokens, prompt, usable) for s in self.slots)
+        now = min(max(held.values(), default=0), usable)
+        wanted = min(usable, now + WAIT_FOR_PREFIX_TOKENS)
+        return wanted > now and any(common_prefix_length(tokens, prompt, usable) >= wanted for tokens in coming)
 
     def _parked_slot(self, cache_key: str | None) -> Slot | None:
         if cache_key is None:
             return None
         return next((s for s in self.slots if s.parked_key == cache_key and s.row is None), None)
 
-    def _free_slot(self, prompt: list[int]) -> Slot:
+    def _free_slot(self, held: dict[int, int]) -> Slot:
         """A free slot (the caller checked there is room), preferring one whose own tokens share
         the prompt's prefix; when only parked slots are left, the least recently parked goes."""
         free = [s for s in self.slots if s.row is None and s.parked_key is None]
@@ -262,35 +289,45 @@ class Engine:
             victim = min((s for s in self.slots if s.row is None), key=lambda s: s.parked_at)
             victim.parked_key = None
             free = [victim]
-        best = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt, len(prompt)), -s.index))
-        if common_prefix_length(best.tokens, prompt, len(prompt)) == 0:
+        best = max(free, key=lambda s: (held.get(s.index, 0), -s.index))
+        if held.get(best.index, 0) == 0:
             best = min(free, key=lambda s: s.index)  # keep the batch dense at low slot indices
         return best
 
-    def _best_source(self, prompt: list[int], usable: int, *, exclude: Slot) -> tuple[Slot, int] | None:
+    def _best_source(self, held: dict[int, int], usable: int, *, exclude: Slot) -> tuple[Slot, int] | None:
+        """The slot (other than ``exclude``) holding the longest usable prefix, first by index."""
         best: tuple[Slot, int] | None = None
-        for slot in self.slots:
-            if slot is exclude or not slot.tokens:
-                continue
-            length = common_prefix_length(slot.tokens, prompt, usable)
-            if length and (best is None or length > best[1]):
-                best = (slot, length)
+        for index, length in held.items():
+            length = min(length, usable)
+            if index != exclude.index and length and (best is None or length > best[1]):
+                best = (self.slots[index], length)
         return best
 
     # -- 2) prefill ------------------------------------------------------------------------
 
     def _prefill(self, budget: int) -> None:
+        """Feed up to ``budget`` pending prompt tokens, in arrival order of the rows: packed into
+        one forward (``Qwen2Forward.prefill_many``) where ``packed_prefill`` is on, else one
+        forward per chunk (CPU: a row's keys/values then never depend on the other rows)."""
+        pieces: list[tuple[Row, list[int]]] = []
         for row in self.running:
-            while budget > 0 and len(row.pending) > 1:
+            if budget <= 0:
+                break
+            if len(row.pending) > 1:
                 chunk = row.pending[: min(budget, len(row.pending) - 1)]
-                start = len(row.slot.tokens)
-                self.cache.ensure_capacity(start + len(chunk))
-                ids = host_to_device(torch.tensor(chunk, dtype=torch.int64), self.device)
-                self.forward.prefill(self.cache, slot=row.slot.index, tokens=ids, start=start)
-                row.slot.tokens.extend(chunk)
-                del row.pending[: len(chunk)]
+                pieces.append((row, chunk))
                 budget -= len(chunk)
-                self.stats.prefill_tokens += len(chunk)
+        if not pieces:
+            return
+        self.cache.ensure_capacity(max(len(row.slot.tokens) + len(chunk) for row, chunk in pieces))
+        chunks = [PrefillPiece(row.slot.index, host_to_device(torch.tensor(chunk, dtype=torch.int64), self.device),
+                               len(row.slot.tokens)) for row, chunk in pieces]
+        for group in ([chunks] if self._packed_prefill else [[chunk] for chunk in chunks]):
+            self.forward.prefill_many(self.cache, group)
+        for row, chunk in pieces:
+            row.slot.tokens.extend(chunk)
+            del row.pending[: len(chunk)]
+            self.stats.prefill_tokens += len(chunk)
 
     # -- 3) decode -------------------------------------------------------------------------
 
@@ -408,6 +445,11 @@ class Engine:
     def _preallocate(self) -> bool:
         """CUDA: the whole context per slot up front, so graphs never see the cache move."""
         return self.device.type == "cuda"
+
+    @property
+    def _packed_prefill(self) -> bool:
+        packed = self.config.packed_prefill
+        return self.device.type == "cuda" if packed is None else packed
 
     @property
     def _use_graphs(self) -> bool:

@@ -5,13 +5,21 @@ Why it exists: at small shapes (and for the 1.5B model on a GPU) a decode step o
 greedy step for the 2-layer ``tiny`` shape, whose LM head takes 0.8 ms). This module runs the
 same arithmetic as ``modeling_qwen2`` (RMSNorm in fp32, rotate-half RoPE from the model's own
 ``inv_freq``, GQA attention with q/k/v bias, SwiGLU MLP) as a handful of tensor ops per layer,
-reading and writing a ``KVCache`` in place. The weights are the model's parameters themselves
-(no copy). Tests check that its logits equal transformers' forward within 1e-4 for prefill and
-every decode step.
+reading and writing a ``KVCache`` in place. Tests check that its logits equal transformers'
+forward within 1e-4 for prefill and every decode step.
+
+Few kernels per layer (a 1.5B decode step on a GPU is bound by kernel count, not bytes): one
+matmul for q, k and v together and one for gate and up (``fuse_rows``: the model's own
+parameters become row views of one tensor each, so there is no copy and the model itself
+computes exactly as before), RoPE applied to q and k in one pass (``x * cos + roll(x) *
+sin_signed``, bitwise rotate-half), each residual added by the projection's own matmul (its
+bias argument), RMSNorm through ``F.rms_norm`` (bitwise Qwen2RMSNorm), and per-step work
+(cache write positions, attention metadata) done once per step, not once per layer.
 
 Two entry points:
 - ``prefill(cache, slot, tokens, start)``: one sequence, a chunk of prompt tokens at positions
   ``start..``; writes their keys/values, returns nothing (no LM head over prompt positions);
+  ``prefill_many`` does several sequences' chunks in one pass (matmuls over all their tokens);
 - ``decode(cache, slots, tokens, positions)``: one token for each of B sequences -> [B, vocab]
   logits (float32); ``decode_static`` is the same step with tensor-only arguments for CUDA
   graphs, its attention chosen by ``qwen_math.engine.attention`` (the varlen kernel on CUDA).
@@ -27,7 +35,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from qwen_math.engine.attention import decode_attention, rowwise_attend, sdpa_attend
+from qwen_math.engine.attention import (
+    DecodeAttention,
+    StepRows,
+    decode_attention,
+    rowwise_attention,
+    sdpa_attention,
+)
 from qwen_math.engine.kv_cache import CacheShape, KVCache
 from qwen_math.errors import UsageError
 
@@ -35,17 +49,38 @@ from qwen_math.errors import UsageError
 @dataclass(frozen=True)
 class LayerWeights:
     input_norm: torch.Tensor
-    q: torch.Tensor
-    q_bias: torch.Tensor
-    k: torch.Tensor
-    k_bias: torch.Tensor
-    v: torch.Tensor
-    v_bias: torch.Tensor
+    qkv: torch.Tensor  # [(H + 2 Hkv) * D, hidden]: q_proj, k_proj, v_proj rows, in that order
+    qkv_bias: torch.Tensor
     o: torch.Tensor
     post_norm: torch.Tensor
-    gate: torch.Tensor
-    up: torch.Tensor
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]: gate_proj rows, then up_proj rows
     down: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PrefillPiece:
+    """A chunk of one sequence's prompt: ``tokens`` ([C] int64, on the device) at positions
+    ``start..start + C - 1`` of cache slot ``slot``."""
+
+    slot: int
+    tokens: torch.Tensor
+    start: int
+
+    @property
+    def count(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def end(self) -> int:
+        return self.start + self.count
+
+    def causal_mask(self, device: torch.device) -> torch.Tensor | None:
+        """[C, end] bool: token i sees every earlier position and itself; None from position 0
+        (then SDPA's own causal flag does it)."""
+        if not self.start:
+            return None
+        keys = torch.arange(self.end, device=device)
+        return keys[None, :] <= torch.arange(self.start, self.end, device=device)[:, None]
 
 
 class Qwen2Forward:
@@ -66,7 +101,7 @@ class Qwen2Forward:
         self.dtype = self.embed.dtype
         self.device = self.embed.device
         self._logits: torch.Tensor | None = None  # reused LM-head output buffer
-        self.cos, self.sin = rope_tables(inner.rotary_emb, context_window, self.dtype)
+        self.cos, self.sin_signed = rope_tables(inner.rotary_emb, context_window, self.dtype)
         self.static_attention_name, self.static_attention = decode_attention(
             self.device, dtype=self.dtype, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim
         )
@@ -77,28 +112,40 @@ class Qwen2Forward:
 
     def prefill(self, cache: KVCache, *, slot: int, tokens: torch.Tensor, start: int) -> None:
         """Write keys/values of ``tokens`` ([C] int64) at positions ``start..start+C-1`` of a slot."""
-        count = tokens.shape[0]
-        end = start + count
-        cos, sin = self.cos[start:end], self.sin[start:end]  # [C, D]
-        x = F.embedding(tokens, self.embed)  # [C, hidden]
-        mask = None
-        if start:  # chunk i attends to every earlier position and to itself causally
-            keys = torch.arange(end, device=self.device)
-            mask = keys[None, :] <= torch.arange(start, end, device=self.device)[:, None]  # [C, end]
+        self.prefill_many(cache, [PrefillPiece(slot, tokens, start)])
+
+    def prefill_many(self, cache: KVCache, pieces: list[PrefillPiece]) -> None:
+        """Prefill several chunks (of different sequences) in one pass: the matmuls, norms and
+        RoPE run once over all their tokens packed together; attention runs per chunk (each
+        over its own slot, causally). Writes keys/values, computes no logits."""
+        tokens = torch.cat([piece.tokens for piece in pieces]) if len(pieces) > 1 else pieces[0].tokens
+        total = tokens.shape[0]
+        positions = torch.cat([torch.arange(p.start, p.end, device=self.device) for p in pieces])  # [T]
+        slots = torch.cat([torch.full((p.count,), p.slot, device=self.device) for p in pieces])
+        where = slots * cache.capacity + positions  # row of each token in a layer's [slots * capacity] view
+        cos, sin = self.cos[positions, None], self.sin_signed[positions, None]  # [T, 1, D]
+        masks = [piece.causal_mask(self.device) for piece in pieces]
+        x = F.embedding(tokens, self.embed)  # [T, hidden]
+        attn = x.new_empty(total, self.heads * self.head_dim)
         for index, w in enumerate(self.layers):
-            q, k, v = self._qkv(w, x, cos, sin)  # [C, H, D], [C, Hkv, D]
-            keys, values = cache.keys[index, slot], cache.values[index, slot]  # [capacity, Hkv, D]
-            keys[start:end] = k
-            values[start:end] = v
-            attn = F.scaled_dot_product_attention(
-                q.transpose(0, 1)[None],  # [1, H, C, D]
-                keys[:end].transpose(0, 1)[None],  # [1, Hkv, end, D]
-                values[:end].transpose(0, 1)[None],
-                attn_mask=mask,
-                is_causal=mask is None,
-                enable_gqa=True,
-            )
-            x = self._after_attention(w, x, attn[0].transpose(0, 1).reshape(count, -1))
+            q, k, v = self._qkv(w, x, cos, sin)  # [T, H, D], [T, Hkv, D]
+            keys, values = cache.keys[index], cache.values[index]  # [slots, capacity, Hkv, D]
+            keys.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, k)
+            values.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, v)
+            offset = 0
+            for piece, mask in zip(pieces, masks, strict=True):
+                chunk = slice(offset, offset + piece.count)
+                out = F.scaled_dot_product_attention(
+                    q[chunk].transpose(0, 1)[None],  # [1, H, C, D]
+                    keys[piece.slot, :piece.end].transpose(0, 1)[None],  # [1, Hkv, end, D]
+                    values[piece.slot, :piece.end].transpose(0, 1)[None],
+                    attn_mask=mask,
+                    is_causal=mask is None,
+                    enable_gqa=True,
+                )
+                attn[chunk] = out[0].transpose(0, 1).reshape(piece.count, -1)
+                offset += piece.count
+            x = self._after_attention(w, x, attn)
 
     def decode(self, cache: KVCache, *, slots: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor,
                span: int, contiguous: bool, host_rows: list[tuple[int, int]] | None = None) -> torch.Tensor:
@@ -107,26 +154,20 @@ class Qwen2Forward:
         ``host_rows``: the same rows as (slot, position + 1) on the host, when the caller has them
         (the engine does: then the CPU path reads no tensor back).
 
-        On CPU each row attends to exactly its own positions (``rowwise_attend``) and every matmul
-        is per row (``rowwise_linear``), so a row's logits are bitwise independent of the other
-        rows. Elsewhere attention reads positions
-        ``< span`` (``span`` > every position) in one padded call; ``contiguous`` means ``slots``
-        is exactly ``0..B-1``: the cache is then read by slicing, without a copy.
+        On CPU each row attends to exactly its own positions (``rowwise_attention``) and every
+        matmul is per row (``rowwise_linear``), so a row's logits are bitwise independent of the
+        other rows. Elsewhere attention reads positions ``< span`` (``span`` > every position)
+        in one padded call; ``contiguous`` means ``slots`` is exactly ``0..B-1``: the cache is
+        then read by slicing, without a copy.
         """
         if self.device.type == "cpu":  # every op row-invariant: attention and matmuls per row
             rows = host_rows if host_rows is not None else list(zip(slots.tolist(), (positions + 1).tolist(), strict=True))
-
-            def attend_rows(q, keys, values, lengths):
-                return rowwise_attend(q, keys, values, rows)
-
-            hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, attend_rows,
+            plan = rowwise_attention.plan(self._step_rows(cache.keys, slots, positions, host_rows=rows))
+            hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, rowwise_attention, plan,
                                          linear=rowwise_linear)
             return rowwise_linear(hidden, self.lm_head).float()
-
-        def attend(q, keys, values, lengths):
-            return sdpa_attend(q, keys, values, slots, lengths, span=span, contiguous=contiguous)
-
-        hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, attend)
+        plan = sdpa_attention.plan(self._step_rows(cache.keys, slots, positions, span=span, contiguous=contiguous))
+        hidden = self._decode_layers(cache.keys, cache.values, slots, tokens, positions, sdpa_attention, plan)
         return self._lm_head(hidden)
 
     def decode_static(self, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor, tokens: torch.Tensor,
@@ -134,23 +175,28 @@ class Qwen2Forward:
         """``decode`` with only tensor arguments and fixed shapes per batch size: no host sync,
         for CUDA-graph capture. Attention is ``self.static_attention`` (the varlen kernel on
         CUDA: each row reads only its own length; SDPA over the whole capacity elsewhere)."""
-
-        def attend(q, layer_keys, layer_values, lengths):
-            return self.static_attention(q, layer_keys, layer_values, slots, lengths)
-
-        hidden = self._decode_layers(keys, values, slots, tokens, positions, attend)
+        attention = self.static_attention
+        plan = attention.plan(self._step_rows(keys, slots, positions))
+        hidden = self._decode_layers(keys, values, slots, tokens, positions, attention, plan)
         return F.linear(hidden, self.lm_head).float()
 
-    def _decode_layers(self, keys, values, slots, tokens, positions, attend, linear=F.linear) -> torch.Tensor:
+    def _step_rows(self, keys: torch.Tensor, slots: torch.Tensor, positions: torch.Tensor, **options) -> StepRows:
+        return StepRows(slots, positions + 1, keys.shape[1], keys.shape[2], self.heads // self.kv_heads, **options)
+
+    def _decode_layers(self, keys, values, slots, tokens, positions, attention: DecodeAttention, plan,
+                       linear=F.linear) -> torch.Tensor:
+        """The layers for one token per row; everything that does not depend on the layer
+        (RoPE rows, cache write positions, the attention's plan) is computed once, here."""
         batch = tokens.shape[0]
-        cos, sin = self.cos[positions], self.sin[positions]  # [B, D]
+        cos, sin = self.cos[positions][:, None], self.sin_signed[positions][:, None]  # [B, 1, D]
+        where = slots * keys.shape[2] + positions  # row of each new token in a layer's [slots * capacity] view
         x = F.embedding(tokens, self.embed)  # [B, hidden]
-        lengths = positions + 1
         for index, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin, linear)  # [B, H, D], [B, Hkv, D]
-            keys[index][slots, positions] = k
-            values[index][slots, positions] = v
-            attn = attend(q, keys[index], values[index], lengths)
+            layer_keys, layer_values = keys[index], values[index]
+            layer_keys.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, k)
+            layer_values.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, v)
+            attn = attention.attend(q, layer_keys, layer_values, plan)
             x = self._after_attention(w, x, attn.reshape(batch, -1), linear)
         return rms_norm(x, self.final_norm, self.eps)
 
@@ -164,18 +210,20 @@ class Qwen2Forward:
         return out.float()
 
     def _qkv(self, w: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, linear=F.linear):
-        h = rms_norm(x, w.input_norm, self.eps)
+        """Normalised input -> q [N, H, D] and k [N, Hkv, D] with RoPE, v [N, Hkv, D]: one
+        matmul for the three projections, one RoPE pass over q and k together."""
         n = x.shape[0]
-        q = linear(h, w.q, w.q_bias).view(n, self.heads, self.head_dim)
-        k = linear(h, w.k, w.k_bias).view(n, self.kv_heads, self.head_dim)
-        v = linear(h, w.v, w.v_bias).view(n, self.kv_heads, self.head_dim)
-        cos, sin = cos[:, None], sin[:, None]
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        qkv = linear(rms_norm(x, w.input_norm, self.eps), w.qkv, w.qkv_bias)  # [N, (H + 2 Hkv) * D]
+        rotated = self.heads + self.kv_heads
+        qk = apply_rope(qkv[:, : rotated * self.head_dim].view(n, rotated, self.head_dim), cos, sin)
+        v = qkv[:, rotated * self.head_dim:].view(n, self.kv_heads, self.head_dim)
+        return qk[:, : self.heads], qk[:, self.heads:], v
 
     def _after_attention(self, w: LayerWeights, x: torch.Tensor, attn: torch.Tensor, linear=F.linear) -> torch.Tensor:
-        x = x + linear(attn, w.o)
-        h = rms_norm(x, w.post_norm, self.eps)
-        return x + linear(F.silu(linear(h, w.gate)) * linear(h, w.up), w.down)
+        """Output projection and MLP, each residual added through the matmul's bias argument."""
+        x = linear(attn, w.o, x)
+        gate, up = linear(rms_norm(x, w.post_norm, self.eps), w.gate_up).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, w.down, x)
 
 
 # Output columns per ``rowwise_linear`` block: about this many bytes of weights, so that the
@@ -191,7 +239,8 @@ def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     batch and the same row alone. A batched matmul of B [1, K] x [K, n] problems computes every
     row as the same single-row product, whatever B is. The output columns go in blocks of
     about ``ROWWISE_BLOCK_BYTES`` of weights (the same blocks for every B), so the B products of
-    a block share its weights in cache: one read of the weights from memory per step, not B."""
+    a block share its weights in cache: one read of the weights from memory per step, not B.
+    ``bias``: [n] or [B, n] (a residual), added after the product, as ``F.linear`` does."""
     batch, k = x.shape
     rows = x[:, None, :]
     block = max(1, ROWWISE_BLOCK_BYTES // (k * weight.element_size()))
@@ -213,32 +262,67 @@ def layer_weights(layer: torch.nn.Module) -> LayerWeights:
     attn, mlp = layer.self_attn, layer.mlp
     return LayerWeights(
         input_norm=layer.input_layernorm.weight,
-        q=attn.q_proj.weight, q_bias=attn.q_proj.bias,
-        k=attn.k_proj.weight, k_bias=attn.k_proj.bias,
-        v=attn.v_proj.weight, v_bias=attn.v_proj.bias,
+        qkv=fuse_rows([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+        qkv_bias=fuse_rows([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
         o=attn.o_proj.weight,
         post_norm=layer.post_attention_layernorm.weight,
-        gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight,
+        gate_up=fuse_rows([mlp.gate_proj.weight, mlp.up_proj.weight]),
+        down=mlp.down_proj.weight,
     )
 
 
+def fuse_rows(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    """One tensor holding ``parameters`` stacked along dim 0, with no copy left behind: each
+    parameter's ``.data`` becomes a view of its rows (same values, so the model computes exactly
+    as before). Idempotent: parameters that already are consecutive rows of one contiguous
+    block (an earlier call) give a view of that block."""
+    first = parameters[0]
+    rows = sum(p.shape[0] for p in parameters)
+    shape = (rows, *first.shape[1:])
+    if adjacent_rows(parameters):
+        return first.detach().as_strided(shape, first.detach().stride(), first.storage_offset())
+    with torch.no_grad():
+        fused = torch.cat([p.detach() for p in parameters])
+        start = 0
+        for p in parameters:
+            p.data = fused[start:start + p.shape[0]]
+            start += p.shape[0]
+    return fused
+
+
+def adjacent_rows(parameters: list[torch.Tensor]) -> bool:
+    """Whether the tensors are contiguous and follow each other in one storage, in order."""
+    first = parameters[0]
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    for p in parameters:
+        if not p.is_contiguous() or p.untyped_storage().data_ptr() != storage or p.storage_offset() != offset:
+            return False
+        if p.shape[1:] != first.shape[1:] or p.dtype != first.dtype:
+            return False
+        offset += p.numel()
+    return True
+
+
 def rope_tables(rotary: torch.nn.Module, positions: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [positions, head_dim] computed exactly as ``Qwen2RotaryEmbedding.forward``."""
+    """cos and signed sin [positions, head_dim], computed exactly as ``Qwen2RotaryEmbedding.forward``;
+    the sin table's first half is negated, so that ``apply_rope`` needs no negation."""
     inv_freq = rotary.inv_freq.float()
     freqs = torch.arange(positions, device=inv_freq.device).float()[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     scaling = getattr(rotary, "attention_scaling", 1.0)
-    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+    cos, sin = (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+    half = sin.shape[-1] // 2
+    return cos, torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen2RMSNorm: normalise in float32, scale in the model dtype."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    """Qwen2RMSNorm (normalise in float32, round to the model dtype, then scale): ``F.rms_norm``
+    without a weight computes the first two steps in one op, bitwise the same."""
+    return weight * F.rms_norm(x, (x.shape[-1],), eps=eps)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE: ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = (-x2, x1)``,
+    computed as ``roll(x) = (x2, x1)`` times the signed sin (bitwise the same values)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin_signed
