@@ -14,7 +14,8 @@
 # (pure-Python wheels only: nothing on this path imports datasets/pyarrow or matplotlib.)
 #
 # Outputs: $OUT/env.txt (GPU, driver, versions), $OUT/tests.txt (pytest), $OUT/decode.jsonl (one
-# JSON line per benchmark case, appended as each ends), $OUT/decode.log (progress + table).
+# JSON line per benchmark case, appended as each ends), $OUT/decode.log (progress + table),
+# $OUT/profile.txt (1.5B decode step: kernels per step, per-phase times).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +50,19 @@ else
 fi
 
 echo "== tests: ${TESTS[*]}"
-timeout 120 python3 -m pytest -q -p no:cacheprovider -o addopts="" "${TESTS[@]}" 2>&1 | tee "$OUT/tests.txt"
+timeout 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" "${TESTS[@]}" 2>&1 | tee "$OUT/tests.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 echo "== bench: bench/decode.py ${BENCH[*]}"
 rm -f "$OUT/decode.jsonl"
-timeout 330 python3 bench/decode.py "${BENCH[@]}" --jsonl "$OUT/decode.jsonl" 2>&1 | tee "$OUT/decode.log"
+timeout 250 python3 bench/decode.py "${BENCH[@]}" --jsonl "$OUT/decode.jsonl" 2>&1 | tee "$OUT/decode.log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+if [ "$DRY_RUN" = 0 ]; then
+    echo "== profile: bench/profile_step.py --shape 1.5b (kernels per step, per-phase times)"
+    timeout 45 python3 bench/profile_step.py --shape 1.5b > "$OUT/profile.txt" 2>&1 || status=1
+    grep -E "kernels per step|median" "$OUT/profile.txt"
+fi
 
 echo "== summary (exit $status)"
 python3 - "$OUT/decode.jsonl" <<'PY'

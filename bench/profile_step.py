@@ -3,7 +3,9 @@
 Builds the 1.5B shape with random weights, runs one request (``--rows`` of them) and prints,
 per phase of ``Engine.step`` (admission+prefill, forward graph, sampler graph, the host copy,
 bookkeeping), the median wall time with the device synchronised between phases, plus the top
-host-side ops from ``torch.profiler`` over 20 steps. Run: ``python bench/profile_step.py``.
+host-side ops from ``torch.profiler`` over 20 steps, and the GPU kernels a step launches (the
+count that bounds a small model's step: each kernel costs a few microseconds even inside a
+CUDA graph). Run: ``python bench/profile_step.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(20):
             engine.step()
         torch.cuda.synchronize()
+    kernels = sum(event.count for event in prof.key_averages() if event.device_type == torch.autograd.DeviceType.CUDA)
+    print(f"GPU kernels per step (graph replays included): {kernels / 20:.0f}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10))
     return 0
