@@ -59,8 +59,8 @@ timeout 250 python3 bench/decode.py "${BENCH[@]}" --jsonl "$OUT/decode.jsonl" 2>
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 if [ "$DRY_RUN" = 0 ]; then
-    echo "== profile: bench/profile_step.py --shape 1.5b (kernels per step, per-phase times)"
-    timeout 45 python3 bench/profile_step.py --shape 1.5b > "$OUT/profile.txt" 2>&1 || status=1
+    echo "== profile: bench/profile_step.py --shape 1.5b --rows 1,256 (kernels per step, per-phase times)"
+    timeout 45 python3 bench/profile_step.py --shape 1.5b --rows 1,256 > "$OUT/profile.txt" 2>&1 || status=1
     grep -E "kernels per step|median" "$OUT/profile.txt"
 fi
 
