@@ -19,7 +19,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from qwen_math.engine.engine import Engine, EngineConfig, EngineRequest, common_prefix_length  # noqa: E402
+from qwen_math.engine.engine import (  # noqa: E402
+    Engine,
+    EngineConfig,
+    EngineRequest,
+    PrefixIndex,
+    common_prefix_length,
+)
 from qwen_math.engine.kv_cache import CacheShape, KVCache, slots_that_fit  # noqa: E402
 from qwen_math.engine.qwen2 import PrefillPiece, Qwen2Forward  # noqa: E402
 from qwen_math.engine.sampling import (  # noqa: E402
@@ -529,6 +535,27 @@ def test_preallocated_cache_never_moves():
     address = cache.keys.data_ptr()
     cache.ensure_capacity(300)
     assert cache.capacity == 512 and cache.keys.data_ptr() == address
+
+
+def test_prefix_index_finds_the_longest_shared_prefix_like_a_full_scan():
+    # sequences over a 3-token alphabet share long prefixes often; every query (and every
+    # excluded key) is checked against the brute-force maximum over all sequences
+    rng = random.Random(5)
+    sequences = [[rng.randrange(3) for _ in range(rng.randrange(1, 9))] for _ in range(40)]
+    index = PrefixIndex((seq, key) for key, seq in enumerate(sequences))
+    for _ in range(300):
+        query = [rng.randrange(3) for _ in range(rng.randrange(1, 9))]
+        limit = rng.randrange(0, 9)
+        exclude = rng.choice([None, rng.randrange(40)])
+        lengths = [common_prefix_length(seq, query, limit) for key, seq in enumerate(sequences) if key != exclude]
+        found = index.longest(query, limit, exclude=exclude)
+        assert (found[1] if found else 0) == max(lengths)
+        if found:
+            assert common_prefix_length(sequences[found[0]], query, limit) == found[1] and found[0] != exclude
+    index.remove(3)
+    sequences[3] = [2, 2, 2, 2, 2, 2, 2, 2]
+    index.add(sequences[3], 3)
+    assert index.longest([2] * 8, 8) == (3, 8)
 
 
 @pytest.mark.parametrize(

@@ -33,10 +33,11 @@ rows, speculative decoding, or priorities (waiting work is first come, first ser
 
 from __future__ import annotations
 
+import bisect
 import logging
 import resource
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,7 +61,9 @@ WAIT_FOR_PREFIX_TOKENS = 16
 class EngineConfig:
     max_batch_size: int | None = None  # None: 64 on CPU, 256 on CUDA (then capped by memory)
     context_window: int = 4096
-    prefill_chunk: int = 512
+    # prompt tokens prefilled per step (all rows together). None: 2048 on CUDA, where they go
+    # through one packed forward (a few ms at 1.5B), 512 on CPU (a step per chunk there is slow)
+    prefill_chunk: int | None = None
     memory_fraction: float | None = None  # of free memory for the KV cache; None: 0.5 CPU, 0.85 CUDA
     ignore_eos: bool = False  # benchmarks only: decode exactly max_tokens tokens
     # static decode (qwen_math.engine.graphs): batch padded to buckets, attention over the whole
@@ -188,7 +191,7 @@ class Engine:
         with torch.inference_mode():
             self._clock += 1
             self._admit_waiting()  # 1) admit, reusing cached prefixes
-            self._prefill(self.config.prefill_chunk)  # 2) chunked prefill
+            self._prefill(self._prefill_budget)  # 2) chunked prefill
             ready = [row for row in self.running if len(row.pending) == 1]
             if not ready:
                 return []
@@ -219,40 +222,41 @@ class Engine:
         """Fill free slots in arrival order; a request whose prefix is still being prefilled
         by another row waits (keeping its place) so it can copy that prefix next step.
 
-        Each request's shared prefix with every slot is computed once (``_held_prefixes``) and
-        used for the wait decision, the choice of slot and of donor; what the prefilling rows
-        will hold is built once per step, not once per request."""
+        The longest prefix a request shares with any slot (and with what any prefilling row
+        will hold) is found in two ``PrefixIndex``es built once per step: a binary search and
+        at most four prefix comparisons per request, not one per slot."""
+        if not (self.waiting and len(self.running) < len(self.slots)):
+            return
         deferred: list[EngineRequest] = []
-        coming = [row.slot.tokens + row.pending[:-1] for row in self.running if len(row.pending) > 1]
+        held = PrefixIndex((s.tokens, s.index) for s in self.slots if s.tokens)
+        coming = PrefixIndex((row.slot.tokens + row.pending[:-1], row.slot.index)
+                             for row in self.running if len(row.pending) > 1)
         while self.waiting and len(self.running) < len(self.slots) and len(deferred) < len(self.slots):
             request = self.waiting.popleft()
             prompt = list(request.prompt_ids)
-            held = self._held_prefixes(prompt)
             if self._prefix_coming(prompt, held, coming):
                 deferred.append(request)
                 continue
             row = self._admit(request, prompt, held)
             if len(row.pending) > 1:
-                coming.append(row.slot.tokens + row.pending[:-1])
+                coming.add(row.slot.tokens + row.pending[:-1], row.slot.index)
         self.waiting.extendleft(reversed(deferred))
 
-    def _held_prefixes(self, prompt: list[int]) -> dict[int, int]:
-        """Slot index -> how many leading tokens of ``prompt`` the slot holds (slots holding
-        nothing are left out)."""
-        return {s.index: common_prefix_length(s.tokens, prompt, len(prompt)) for s in self.slots if s.tokens}
-
-    def _admit(self, request: EngineRequest, prompt: list[int], held: dict[int, int]) -> Row:
+    def _admit(self, request: EngineRequest, prompt: list[int], held: PrefixIndex) -> Row:
         """Place ``request`` in a slot, starting from the longest prefix any slot holds."""
         usable = len(prompt) - 1  # the last prompt token is fed by the decode step
-        slot = self._parked_slot(request.cache_key) or self._free_slot(held)
-        reused = min(held.get(slot.index, 0), usable)
-        source = self._best_source(held, usable, exclude=slot)
+        slot = self._parked_slot(request.cache_key) or self._free_slot(prompt)
+        reused = common_prefix_length(slot.tokens, prompt, usable)
+        source = held.longest(prompt, usable, exclude=slot.index)
+        held.remove(slot.index)  # its tokens change below
         if source is not None and source[1] > reused:
             donor, reused = source
-            self.cache.copy_prefix(source=donor.index, target=slot.index, length=reused)
+            self.cache.copy_prefix(source=donor, target=slot.index, length=reused)
             slot.tokens = prompt[:reused]
         else:
             del slot.tokens[reused:]
+        if slot.tokens:
+            held.add(slot.tokens, slot.index)
         slot.parked_key = None
         checker = StopChecker(
             decode=self.decode_text, stops=request.stop, eos_ids=self.eos_ids, max_tokens=request.max_tokens
@@ -264,24 +268,25 @@ class Engine:
         return row
 
     @staticmethod
-    def _prefix_coming(prompt: list[int], held: dict[int, int], coming: list[list[int]]) -> bool:
+    def _prefix_coming(prompt: list[int], held: PrefixIndex, coming: PrefixIndex) -> bool:
         """Wait when a row still prefilling will hold a longer prefix than any slot does now:
         the request's whole usable prompt (n samples of one prompt), or at least
         ``WAIT_FOR_PREFIX_TOKENS`` more of it. (Waiting a step to save a token or two would
         hold distinct prompts that share a system prompt back one step each, in chains.)"""
-        if not coming:
-            return False
         usable = len(prompt) - 1
-        now = min(max(held.values(), default=0), usable)
-        wanted = min(usable, now + WAIT_FOR_PREFIX_TOKENS)
-        return wanted > now and any(common_prefix_length(tokens, prompt, usable) >= wanted for tokens in coming)
+        best_coming = coming.longest(prompt, usable)
+        if best_coming is None:
+            return False
+        best_held = held.longest(prompt, usable)
+        now = best_held[1] if best_held else 0
+        return best_coming[1] >= min(usable, now + WAIT_FOR_PREFIX_TOKENS) > now
 
     def _parked_slot(self, cache_key: str | None) -> Slot | None:
         if cache_key is None:
             return None
         return next((s for s in self.slots if s.parked_key == cache_key and s.row is None), None)
 
-    def _free_slot(self, held: dict[int, int]) -> Slot:
+    def _free_slot(self, prompt: list[int]) -> Slot:
         """A free slot (the caller checked there is room), preferring one whose own tokens share
         the prompt's prefix; when only parked slots are left, the least recently parked goes."""
         free = [s for s in self.slots if s.row is None and s.parked_key is None]
@@ -289,18 +294,10 @@ class Engine:
             victim = min((s for s in self.slots if s.row is None), key=lambda s: s.parked_at)
             victim.parked_key = None
             free = [victim]
-        best = max(free, key=lambda s: (held.get(s.index, 0), -s.index))
-        if held.get(best.index, 0) == 0:
+        shared = {s.index: common_prefix_length(s.tokens, prompt, len(prompt)) for s in free if s.tokens}
+        best = max(free, key=lambda s: (shared.get(s.index, 0), -s.index))
+        if shared.get(best.index, 0) == 0:
             best = min(free, key=lambda s: s.index)  # keep the batch dense at low slot indices
-        return best
-
-    def _best_source(self, held: dict[int, int], usable: int, *, exclude: Slot) -> tuple[Slot, int] | None:
-        """The slot (other than ``exclude``) holding the longest usable prefix, first by index."""
-        best: tuple[Slot, int] | None = None
-        for index, length in held.items():
-            length = min(length, usable)
-            if index != exclude.index and length and (best is None or length > best[1]):
-                best = (self.slots[index], length)
         return best
 
     # -- 2) prefill ------------------------------------------------------------------------
@@ -447,6 +444,11 @@ class Engine:
         return self.device.type == "cuda"
 
     @property
+    def _prefill_budget(self) -> int:
+        chunk = self.config.prefill_chunk
+        return chunk if chunk is not None else (2048 if self.device.type == "cuda" else 512)
+
+    @property
     def _packed_prefill(self) -> bool:
         packed = self.config.packed_prefill
         return self.device.type == "cuda" if packed is None else packed
@@ -455,6 +457,43 @@ class Engine:
     def _use_graphs(self) -> bool:
         static = self.config.static_decode
         return self.device.type == "cuda" if static is None else static
+
+
+class PrefixIndex:
+    """Token sequences (each with a key: a slot index) kept in sorted order, so that the one
+    sharing the longest prefix with a query sits next to the query's insertion point: for
+    sorted sequences, the shared prefix only shrinks moving away from it. A query costs a
+    binary search (C-speed list compares) and at most four prefix comparisons, whatever the
+    number of sequences. The sequences are the caller's lists, not copies: one must be removed
+    before it changes and added again after."""
+
+    def __init__(self, items: Iterable[tuple[list[int], int]] = ()) -> None:
+        self.entries = sorted(items, key=_tokens_of)
+
+    def add(self, tokens: list[int], key: int) -> None:
+        bisect.insort(self.entries, (tokens, key), key=_tokens_of)
+
+    def remove(self, key: int) -> None:
+        self.entries = [entry for entry in self.entries if entry[1] != key]
+
+    def longest(self, query: list[int], limit: int, *, exclude: int | None = None) -> tuple[int, int] | None:
+        """(key, shared length <= ``limit``) of the sequence sharing the longest non-empty
+        prefix with ``query`` (of equal ones near the insertion point, the lower key), or None.
+        With ``exclude`` one key is
+        skipped; the best of the rest is then still within two places of the insertion point."""
+        at = bisect.bisect_left(self.entries, query, key=_tokens_of)
+        best: tuple[int, int] | None = None
+        for tokens, key in self.entries[max(0, at - 2): at + 2]:
+            if key == exclude:
+                continue
+            length = common_prefix_length(tokens, query, limit)
+            if length and (best is None or (length, -key) > (best[1], -best[0])):
+                best = (key, length)
+        return best
+
+
+def _tokens_of(entry: tuple[list[int], int]) -> list[int]:
+    return entry[0]
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:

@@ -13,7 +13,7 @@ matmul for q, k and v together and one for gate and up (``fuse_rows``: the model
 parameters become row views of one tensor each, so there is no copy and the model itself
 computes exactly as before), RoPE applied to q and k in one pass (``x * cos + roll(x) *
 sin_signed``, bitwise rotate-half), each residual added by the projection's own matmul (its
-bias argument), RMSNorm through ``F.rms_norm`` (bitwise Qwen2RMSNorm), and per-step work
+bias argument), RMSNorm as one ``F.rms_norm``, and per-step work
 (cache write positions, attention metadata) done once per step, not once per layer.
 
 Two entry points:
@@ -317,9 +317,11 @@ def rope_tables(rotary: torch.nn.Module, positions: int, dtype: torch.dtype) -> 
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen2RMSNorm (normalise in float32, round to the model dtype, then scale): ``F.rms_norm``
-    without a weight computes the first two steps in one op, bitwise the same."""
-    return weight * F.rms_norm(x, (x.shape[-1],), eps=eps)
+    """Qwen2RMSNorm as one op (``F.rms_norm``; one fused kernel on recent CUDA builds): normalise
+    in float32, scale.
+    Bitwise Qwen2RMSNorm in float32; in bf16 the scaling happens before the one rounding
+    instead of after a first one (at most an ulp apart)."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
