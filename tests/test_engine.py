@@ -172,8 +172,9 @@ def test_fused_projections_are_views_of_the_models_own_parameters(model):
 def test_a_decode_layer_issues_few_ops():
     """Kernel count per layer bounds a GPU decode step (each op is a launch inside the graph):
     the static step of a layer stays at about 20 compute ops (views are free; the SDPA path run
-    here gathers k and v, two ops the CUDA varlen kernel does not need). It was ~35 before the
-    fused projections, joint RoPE, residual-in-matmul and per-step attention plan."""
+    here gathers k and v, two ops the CUDA varlen kernel does not need). It was 46 (66 with
+    views) before the fused projections, joint RoPE, residuals in the matmuls, one-op RMSNorm
+    and the per-step attention plan; it is 19 (33 with views)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -202,7 +203,7 @@ def test_a_decode_layer_issues_few_ops():
         return counter.ops
 
     per_layer = (ops_per_step(6) - ops_per_step(2)) / 4
-    assert per_layer <= 21, per_layer
+    assert per_layer <= 20, per_layer
 
 
 def test_greedy_is_token_identical_to_generate(model):
