@@ -139,8 +139,7 @@ def varlen_attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pla
 
 
 sdpa_attention = DecodeAttention(plan=sdpa_plan, attend=sdpa_attend_planned)
-rowwise_attention = DecodeAttention(plan=lambda rows: rows.host_rows,
-                                    attend=lambda q, keys, values, plan: rowwise_attend(q, keys, values, plan))
+rowwise_attention = DecodeAttention(plan=lambda rows: rows.host_rows, attend=rowwise_attend)
 ATTENTION: dict[str, DecodeAttention] = {
     "varlen": DecodeAttention(plan=varlen_plan, attend=varlen_attend),
     "sdpa": sdpa_attention,

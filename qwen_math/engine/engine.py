@@ -443,20 +443,23 @@ class Engine:
         """CUDA: the whole context per slot up front, so graphs never see the cache move."""
         return self.device.type == "cuda"
 
+    def _setting(self, value, *, cuda, cpu):
+        """A config field, or its device default when it is None."""
+        if value is not None:
+            return value
+        return cuda if self.device.type == "cuda" else cpu
+
     @property
     def _prefill_budget(self) -> int:
-        chunk = self.config.prefill_chunk
-        return chunk if chunk is not None else (2048 if self.device.type == "cuda" else 512)
+        return self._setting(self.config.prefill_chunk, cuda=2048, cpu=512)
 
     @property
     def _packed_prefill(self) -> bool:
-        packed = self.config.packed_prefill
-        return self.device.type == "cuda" if packed is None else packed
+        return self._setting(self.config.packed_prefill, cuda=True, cpu=False)
 
     @property
     def _use_graphs(self) -> bool:
-        static = self.config.static_decode
-        return self.device.type == "cuda" if static is None else static
+        return self._setting(self.config.static_decode, cuda=True, cpu=False)
 
 
 class PrefixIndex:
@@ -479,8 +482,8 @@ class PrefixIndex:
     def longest(self, query: list[int], limit: int, *, exclude: int | None = None) -> tuple[int, int] | None:
         """(key, shared length <= ``limit``) of the sequence sharing the longest non-empty
         prefix with ``query`` (of equal ones near the insertion point, the lower key), or None.
-        With ``exclude`` one key is
-        skipped; the best of the rest is then still within two places of the insertion point."""
+        With ``exclude`` one key is skipped; the best of the rest is then still within two
+        places of the insertion point."""
         at = bisect.bisect_left(self.entries, query, key=_tokens_of)
         best: tuple[int, int] | None = None
         for tokens, key in self.entries[max(0, at - 2): at + 2]:

@@ -122,7 +122,7 @@ class Qwen2Forward:
         total = tokens.shape[0]
         positions = torch.cat([torch.arange(p.start, p.end, device=self.device) for p in pieces])  # [T]
         slots = torch.cat([torch.full((p.count,), p.slot, device=self.device) for p in pieces])
-        where = slots * cache.capacity + positions  # row of each token in a layer's [slots * capacity] view
+        where = slots * cache.capacity + positions  # see store_kv
         cos, sin = self.cos[positions, None], self.sin_signed[positions, None]  # [T, 1, D]
         masks = [piece.causal_mask(self.device) for piece in pieces]
         x = F.embedding(tokens, self.embed)  # [T, hidden]
@@ -130,8 +130,7 @@ class Qwen2Forward:
         for index, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin)  # [T, H, D], [T, Hkv, D]
             keys, values = cache.keys[index], cache.values[index]  # [slots, capacity, Hkv, D]
-            keys.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, k)
-            values.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, v)
+            store_kv(keys, values, where, k, v)
             offset = 0
             for piece, mask in zip(pieces, masks, strict=True):
                 chunk = slice(offset, offset + piece.count)
@@ -189,13 +188,12 @@ class Qwen2Forward:
         (RoPE rows, cache write positions, the attention's plan) is computed once, here."""
         batch = tokens.shape[0]
         cos, sin = self.cos[positions][:, None], self.sin_signed[positions][:, None]  # [B, 1, D]
-        where = slots * keys.shape[2] + positions  # row of each new token in a layer's [slots * capacity] view
+        where = slots * keys.shape[2] + positions  # see store_kv
         x = F.embedding(tokens, self.embed)  # [B, hidden]
         for index, w in enumerate(self.layers):
             q, k, v = self._qkv(w, x, cos, sin, linear)  # [B, H, D], [B, Hkv, D]
             layer_keys, layer_values = keys[index], values[index]
-            layer_keys.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, k)
-            layer_values.view(-1, self.kv_heads, self.head_dim).index_copy_(0, where, v)
+            store_kv(layer_keys, layer_values, where, k, v)
             attn = attention.attend(q, layer_keys, layer_values, plan)
             x = self._after_attention(w, x, attn.reshape(batch, -1), linear)
         return rms_norm(x, self.final_norm, self.eps)
@@ -229,6 +227,15 @@ class Qwen2Forward:
 # Output columns per ``rowwise_linear`` block: about this many bytes of weights, so that the
 # B single-row products of a block read its weights from cache, not memory, after the first.
 ROWWISE_BLOCK_BYTES = 2 << 20
+
+
+def store_kv(keys: torch.Tensor, values: torch.Tensor, where: torch.Tensor, k: torch.Tensor,
+             v: torch.Tensor) -> None:
+    """Write ``k``/``v`` ([N, Hkv, D]) into one layer's cache ([slots, capacity, Hkv, D]) at rows
+    ``where`` = ``slot * capacity + position`` of its flat [slots * capacity] view: one copy
+    each, with the rows computed once per step for every layer."""
+    keys.view(-1, *keys.shape[2:]).index_copy_(0, where, k)
+    values.view(-1, *values.shape[2:]).index_copy_(0, where, v)
 
 
 def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -280,7 +287,8 @@ def fuse_rows(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
     rows = sum(p.shape[0] for p in parameters)
     shape = (rows, *first.shape[1:])
     if adjacent_rows(parameters):
-        return first.detach().as_strided(shape, first.detach().stride(), first.storage_offset())
+        base = first.detach()
+        return base.as_strided(shape, base.stride(), base.storage_offset())
     with torch.no_grad():
         fused = torch.cat([p.detach() for p in parameters])
         start = 0
