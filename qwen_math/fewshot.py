@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_math.errors import UsageError
+from qwen_math.paths import read_input_text
 
 FEW_SHOT_FILE_ENV = "QWEN_MATH_FEW_SHOT_FILE"
 DEFAULT_FILE_NAME = "qwen25_math_official_exemplars.json"
@@ -136,12 +137,7 @@ def require_few_shot_file(flag: str | None, data_dir: str | os.PathLike[str] | N
 def load_exemplars(path: Path) -> dict[str, tuple[Exemplar, ...]]:
     """``{family: (Exemplar, ...)}`` from ``path``; a bad file is a ``UsageError`` at file:line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--few-shot-file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--few-shot-file {path}: cannot read it ({exc})") from None
+    text = read_input_text(path, what="--few-shot-file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

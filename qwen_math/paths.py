@@ -1,5 +1,8 @@
-"""Checks on the folders and files a user names for output, before anything is written.
+"""Checks on the folders and files a user names: input files read with a clear error, output
+folders and files checked before anything is written.
 
+``read_input_text(path, what=...)`` reads a file the user named as UTF-8 text (missing, a
+folder, not UTF-8 or unreadable is a ``UsageError`` naming the flag and the path);
 ``output_folder(path, what=...)`` creates a folder to write into (a file in the way, a missing
 permission or a read-only file system is a ``UsageError`` naming the flag and the path);
 ``check_output_file(path, what=..., inputs=...)`` refuses an output file that is a folder,
@@ -16,6 +19,21 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from qwen_math.errors import UsageError
+
+
+def read_input_text(path: str | os.PathLike[str], *, what: str) -> str:
+    """The text of an input file the user named (``what``: the flag or role, for the message)."""
+    file = Path(path)
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{what} {file}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {file}: is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {file}: cannot read it ({exc.strerror or exc})") from None
 
 
 def output_folder(path: str | os.PathLike[str], *, what: str) -> Path:

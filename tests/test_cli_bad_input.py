@@ -116,6 +116,18 @@ def test_solve_problem_sources(toy, capsys, argument, message):
     assert code == 2 and message in err
 
 
+# --- other input files a flag names (one reader: qwen_math.paths.read_input_text) -----------------
+@pytest.mark.parametrize("script, message", [
+    ("{root}/missing.jsonl", "--script {root}/missing.jsonl: no such file"),
+    ("{root}", "--script {root}: is a directory"),
+    ("{root}/latin1.txt", "--script {root}/latin1.txt: not UTF-8 text"),
+])
+def test_solve_script_file_errors_name_the_flag_and_path(toy, capsys, script, message):
+    (toy["root"] / "latin1.txt").write_bytes(b'["caf\xe9"]\n')
+    code, err = run_cli(capsys, "solve", "1+1?", "--backend", "scripted", "--script", script.format(root=toy["root"]))
+    assert code == 2 and message.format(root=toy["root"]) in err
+
+
 def test_solve_stdin_closed(toy, capsys, monkeypatch):
     import io
 

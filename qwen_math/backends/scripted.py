@@ -36,6 +36,7 @@ from qwen_math.backends.base import (
     run_to_completion,
 )
 from qwen_math.errors import UsageError
+from qwen_math.paths import read_input_text
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,7 @@ class ScriptLine:
 def read_script(path: str | Path) -> tuple[ScriptLine, ...]:
     """Parse a script file; any malformed line is a ``UsageError`` naming ``file:line``."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--script {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--script {path}: cannot read it ({exc})") from None
+    text = read_input_text(file, what="--script")
     lines = tuple(
         parse_script_line(raw, f"{file}:{number}")
         for number, raw in enumerate(text.splitlines(), start=1)

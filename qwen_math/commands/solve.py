@@ -23,10 +23,10 @@ import json
 import re
 import sys
 from collections import Counter
-from pathlib import Path
 
 from qwen_math.commands import flags
 from qwen_math.errors import UsageError
+from qwen_math.paths import read_input_text
 
 HELP = "Solve one problem (CoT, PoT or TIR) with majority voting over n samples."
 
@@ -131,28 +131,14 @@ def read_problem(argument: str | None, file: str | None) -> str:
     if argument is not None and file is not None:
         raise UsageError("give the problem either as an argument or with --file, not both")
     if file is not None:
-        return read_text_file(file)
+        return read_input_text(file, what="problem file")
     if argument is None:
         raise UsageError('no problem given: pass "PROBLEM", @FILE, --file FILE, or - to read stdin')
     if argument == "-":
         return sys.stdin.read()
     if argument.startswith("@"):
-        return read_text_file(argument[1:])
+        return read_input_text(argument[1:], what="problem file")
     return argument
-
-
-def read_text_file(name: str) -> str:
-    path = Path(name)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"problem file {name}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"problem file {name}: is a directory") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"problem file {name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise UsageError(f"problem file {name}: cannot read it ({exc.strerror})") from None
 
 
 # --- printing -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qwen_math.errors import UsageError
+from qwen_math.paths import read_input_text
 
 PUBLISHED_FILE_ENV = "QWEN_MATH_PUBLISHED_FILE"
 PUBLISHED_FILE_NAME = "qwen25_math_published.json"
@@ -76,12 +77,9 @@ def find_published_file(flag: str | None, data_dir: str | None) -> Path | None:
 
 
 def load_published(path: Path) -> list[dict[str, Any]]:
+    text = read_input_text(path, what="--published-file")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--published-file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--published-file {path}: cannot read it ({exc})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     rows = data.get("rows") if isinstance(data, dict) else None
