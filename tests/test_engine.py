@@ -206,6 +206,42 @@ def test_a_decode_layer_issues_few_ops():
     assert per_layer <= 20, per_layer
 
 
+@pytest.mark.parametrize("shape", ["1.5b", "7b"])
+def test_the_cuda_code_path_runs_at_the_released_shapes_on_the_meta_device(shape, monkeypatch):
+    """What only a GPU runs (varlen decode attention, packed prefill, the sort sampler), in bf16
+    at the released models' shapes, on the meta device (shapes and dtypes, no memory, no
+    values): a shape or dtype slip in those branches fails here, not on scarce GPU time. The
+    varlen kernel is the one ``decode_attention`` picks on CUDA (its self-check needs values)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from qwen_math.engine import qwen2
+    from qwen_math.engine.attention import ATTENTION
+    from qwen_math.engine.sampling import batch_flags, pack_rows
+    from qwen_math.tiny import SHAPES, model_config
+
+    monkeypatch.setattr(qwen2, "decode_attention", lambda device, **_: ("varlen", ATTENTION["varlen"]))
+    meta = torch.device("meta")
+    with meta:
+        model = Qwen2ForCausalLM(Qwen2Config(**model_config(SHAPES[shape]))).to(torch.bfloat16)
+    vocab = model.config.vocab_size
+    forward = Qwen2Forward(model, context_window=4096)
+    cache = KVCache(forward.cache_shape, slots=6, context_window=4096, device=meta, preallocate=True)
+    with torch.inference_mode():
+        forward.prefill_many(cache, [PrefillPiece(0, torch.zeros(30, dtype=torch.long, device=meta), 0),
+                                     PrefillPiece(3, torch.zeros(17, dtype=torch.long, device=meta), 5),
+                                     PrefillPiece(5, torch.ones(1, dtype=torch.long, device=meta), 0)])
+        rows = [(0.0, 1.0, -1, 0, 0), (0.7, 0.8, -1, 1, 3), (0.7, 0.9, 20, 2, 9), (1.0, 1.0, 5, 3, 4)]
+        logits = forward.decode_static(cache.keys, cache.values, torch.tensor([3, 0, 5, 1], device=meta),
+                                       torch.zeros(4, dtype=torch.long, device=meta),
+                                       torch.tensor([22, 30, 1, 0], device=meta))
+        tokens = sample_tokens(logits, SamplingBatch.from_buffers(pack_rows(rows).to(meta), batch_flags(rows)),
+                               method="sort")
+    assert forward.static_attention_name == "varlen"
+    assert cache.keys.dtype == torch.bfloat16 and cache.keys.shape[2] == 4096
+    assert logits.shape == (4, vocab) and logits.dtype == torch.float32 and logits.device == meta
+    assert tokens.shape == (4,) and tokens.dtype == torch.int64
+
+
 def test_greedy_is_token_identical_to_generate(model):
     prompts = [prompt(5, 6), prompt(6, 17), prompt(7, 11)]
     results = make_engine(model).run([request(f"g{i}", p, max_tokens=20) for i, p in enumerate(prompts)])
