@@ -3,10 +3,12 @@
 Builds the 1.5B shape with random weights, runs ``--rows`` requests (a comma list of batch
 sizes, each profiled in turn) and prints,
 per phase of ``Engine.step`` (admission+prefill, forward graph, sampler graph, the host copy,
-bookkeeping), the median wall time with the device synchronised between phases, plus the top
-host-side ops from ``torch.profiler`` over 20 steps, and the GPU kernels a step launches (the
-count that bounds a small model's step: each kernel costs a few microseconds even inside a
-CUDA graph). Run: ``python bench/profile_step.py``.
+bookkeeping), the median wall time with the device synchronised between phases; the sampler's
+median time with each nucleus method (``select``, ``sort``: same tokens, so the faster one per
+batch size can be chosen), graph-captured on CUDA; the top host-side ops from
+``torch.profiler`` over 20 steps, and the GPU kernels a step launches (the count that bounds a
+small model's step: each kernel costs a few microseconds even inside a CUDA graph). Run:
+``python bench/profile_step.py``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def profile_rows(model, rows: int, device: torch.device) -> None:
         for _ in range(30):
             synchronize(device)
             t0 = time.perf_counter()
-            engine._graphs(slots, [r.pending[0] for r in ready], positions)
+            logits = engine._graphs(slots, [r.pending[0] for r in ready], positions)
             synchronize(device)
             t1 = time.perf_counter()
             tokens = engine._graphs.sample(sampling)
@@ -84,6 +86,8 @@ def profile_rows(model, rows: int, device: torch.device) -> None:
             phases["tolist"].append(t3 - t2)
     for name, values in phases.items():
         print(f"{name:>8}: median {statistics.median(values) * 1e3:.3f} ms")
+    with torch.inference_mode():
+        time_nucleus_methods(logits, sampling, device)
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -99,6 +103,41 @@ def profile_rows(model, rows: int, device: torch.device) -> None:
     del engine
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def time_nucleus_methods(logits: torch.Tensor, sampling: list[tuple], device: torch.device) -> None:
+    """The sampler's median time on one step's logits with each nucleus method (a CUDA graph
+    replay on CUDA, as the engine runs it; eager elsewhere)."""
+    from qwen_math.engine.sampling import NUCLEUS_METHODS, SamplingBatch, sample_tokens
+
+    logits = logits.clone()
+    params = SamplingBatch.build(sampling, device)
+    for method in NUCLEUS_METHODS:
+        run = replayable(lambda method=method: sample_tokens(logits, params, method=method), device)
+        times = []
+        for _ in range(30):
+            synchronize(device)
+            t0 = time.perf_counter()
+            run()
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+        print(f"sampler, {method:>6}: median {statistics.median(times) * 1e3:.3f} ms")
+
+
+def replayable(run, device: torch.device):
+    """``run`` captured in a CUDA graph (after a warm-up on a side stream) on CUDA; else itself."""
+    if device.type != "cuda":
+        return run
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
 
 
 if __name__ == "__main__":

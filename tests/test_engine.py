@@ -527,6 +527,23 @@ def test_tie_at_the_boundary_keeps_the_lower_ids(method):
     assert freq[2] == 0 and freq[3] == 0 and freq[0] > 0.4 and freq[1] > 0.4
 
 
+# the CPU's method (select) and the CUDA one (sort) keep the same tokens and draw in token-id
+# order, so one seed gives the same token on both: random rows at several temperatures, with and
+# without top-k, greedy rows mixed in, and the tied distribution (bf16 logits tie often)
+@pytest.mark.parametrize("scale", [1.0, 6.0])  # flat and peaked logits
+@pytest.mark.parametrize("top_k", [-1, 40])
+def test_select_and_sort_draw_the_same_token(scale, top_k):
+    torch.manual_seed(3)
+    rows = [(0.0 if i % 5 == 0 else 0.5 + i % 3 * 0.3, (0.1, 0.5, 0.8, 0.95, 1.0)[i % 5], top_k, 70 + i, 9)
+            for i in range(40)]
+    params = SamplingBatch.build(rows, torch.device("cpu"))
+    logits = torch.randn(40, VOCAB) * scale
+    assert torch.equal(sample_tokens(logits, params, method="select", row_chunk=16),
+                       sample_tokens(logits, params, method="sort", row_chunk=16))
+    tied = (TIED / TIED.sum()).clamp(min=1e-30).log()[None].expand(40, -1).contiguous()
+    assert torch.equal(sample_tokens(tied, params, method="select"), sample_tokens(tied, params, method="sort"))
+
+
 def test_sampled_token_depends_only_on_its_row():
     torch.manual_seed(1)
     logits = torch.randn(40, VOCAB) * 2
