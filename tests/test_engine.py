@@ -257,6 +257,25 @@ def test_greedy_is_token_identical_to_generate(model):
 # ---------------------------------------------------------------------------------------
 
 
+# the CPU decode's matmul: a row of a batch is bitwise the row alone (which runs its blocks as one
+# batched matmul), with and without a remainder block, a bias and a [B, n] residual
+@pytest.mark.parametrize("n,k,block_bytes", [(1000, 300, 2 << 20), (1000, 64, 4096), (1024, 64, 4096),
+                                             (7, 64, 4096), (96, 896, 65536)])
+def test_rowwise_linear_row_alone_is_bitwise_the_row_in_a_batch(n, k, block_bytes, monkeypatch):
+    from qwen_math.engine import qwen2
+
+    monkeypatch.setattr(qwen2, "ROWWISE_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(4)
+    x, weight, bias, residual = torch.randn(6, k), torch.randn(n, k), torch.randn(n), torch.randn(6, n)
+    together = qwen2.rowwise_linear(x, weight, bias)
+    with_residual = qwen2.rowwise_linear(x, weight, residual)
+    for row in range(6):
+        assert torch.equal(qwen2.rowwise_linear(x[row:row + 1], weight, bias), together[row:row + 1])
+        assert torch.equal(qwen2.rowwise_linear(x[row:row + 1], weight, residual[row:row + 1]),
+                           with_residual[row:row + 1])
+    torch.testing.assert_close(together, torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
+
+
 def test_sample_does_not_depend_on_batch_composition(model):
     target = request("t", prompt(8, 12), seed=1234, max_tokens=16, **SAMPLED)
     alone = make_engine(model).run([target])

@@ -247,13 +247,34 @@ def rowwise_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     row as the same single-row product, whatever B is. The output columns go in blocks of
     about ``ROWWISE_BLOCK_BYTES`` of weights (the same blocks for every B), so the B products of
     a block share its weights in cache: one read of the weights from memory per step, not B.
-    ``bias``: [n] or [B, n] (a residual), added after the product, as ``F.linear`` does."""
+    ``bias``: [n] or [B, n] (a residual), added after the product, as ``F.linear`` does.
+
+    A single row (B = 1) runs every block in one batched matmul instead (``one_row_linear``):
+    the same products, bitwise, but spread over the cores (a batch of one uses one core)."""
     batch, k = x.shape
-    rows = x[:, None, :]
     block = max(1, ROWWISE_BLOCK_BYTES // (k * weight.element_size()))
-    outs = [torch.bmm(rows, part.t().expand(batch, k, part.shape[0]))[:, 0] for part in weight.split(block)]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if batch == 1:
+        out = one_row_linear(x, weight, block)
+    else:
+        rows = x[:, None, :]
+        outs = [torch.bmm(rows, part.t().expand(batch, k, part.shape[0]))[:, 0] for part in weight.split(block)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
     return out if bias is None else out + bias
+
+
+def one_row_linear(x: torch.Tensor, weight: torch.Tensor, block: int) -> torch.Tensor:
+    """[1, k] x ``weight`` [n, k]^T as ``rowwise_linear``'s [1, k] x [k, block] products, all the
+    whole blocks in one ``bmm`` whose batch is the blocks (no copy: a view of ``weight``), the
+    remainder in a second."""
+    k = x.shape[1]
+    whole = weight.shape[0] // block
+    outs = []
+    if whole:
+        blocks = weight[: whole * block].view(whole, block, k).transpose(1, 2)  # [whole, k, block]
+        outs.append(torch.bmm(x.expand(whole, 1, k), blocks).reshape(1, whole * block))
+    if weight.shape[0] % block:
+        outs.append(torch.bmm(x[:, None, :], weight[whole * block:].t()[None])[:, 0])
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
 def check_supported(config) -> None:
