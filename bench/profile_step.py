@@ -125,18 +125,12 @@ def time_nucleus_methods(logits: torch.Tensor, sampling: list[tuple], device: to
 
 
 def replayable(run, device: torch.device):
-    """``run`` captured in a CUDA graph (after a warm-up on a side stream) on CUDA; else itself."""
+    """``run`` captured in a CUDA graph as the engine captures its sampler, on CUDA; else itself."""
     if device.type != "cuda":
         return run
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):
-            run()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
+    from qwen_math.engine.graphs import capture_cuda_graph
+
+    graph, _ = capture_cuda_graph(run)
     return graph.replay
 
 

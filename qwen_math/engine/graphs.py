@@ -141,18 +141,10 @@ class GraphDecoder:
         return entry
 
     def _capture_graph(self, entry, run, *, output: str) -> None:  # pragma: no cover - CUDA only
-        """Warm up on a side stream (the inputs point at the scratch slot), then capture
-        ``run`` into ``entry.graph`` with its result as ``entry.<output>``."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(WARMUP_STEPS):
-                run()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            setattr(entry, output, run())
-        entry.graph = graph
+        """Capture ``run`` into ``entry.graph`` (warmed up with the inputs at the scratch slot),
+        with its result as ``entry.<output>``."""
+        entry.graph, result = capture_cuda_graph(run, pool=self.pool)
+        setattr(entry, output, result)
         self.captures += 1
 
     def _step(self, entry: Captured) -> torch.Tensor:  # the forward of one bucket
@@ -162,3 +154,18 @@ class GraphDecoder:
 
 def bucket_for(rows: int) -> int:
     return next((b for b in BUCKETS if b >= rows), rows)
+
+
+def capture_cuda_graph(run, *, pool=None):  # pragma: no cover - CUDA only
+    """``run`` warmed up ``WARMUP_STEPS`` times on a side stream, then captured: returns the
+    ``torch.cuda.CUDAGraph`` and the captured call's result (its static output)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(WARMUP_STEPS):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        result = run()
+    return graph, result

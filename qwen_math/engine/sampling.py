@@ -31,10 +31,10 @@ transform of one counter-based uniform (a two-level blocked CDF, no full-vocabul
 copy). The draw does not depend on how the kept set was found: for one seed, a CPU and a GPU
 draw the same token from the same probabilities, and often from probabilities that differ by
 rounding (measured at temperature 0.7 / top_p 0.8, fp32 logits against their bf16 rounding:
-98 % of tokens agree for peaked N(0, 6^2) logits, 18 % for flat N(0, 1) ones). Greedy rows (temperature 0) take the argmax (ties: the lowest id). Which
-rows are greedy or filtered is decided per row by masks on the device; only whole stages that
-no row of the batch needs are skipped, from the host-side settings (no sync), so a row's token
-never depends on its batch.
+98 % of tokens agree for peaked N(0, 6^2) logits, 18 % for flat N(0, 1) ones). Greedy rows
+(temperature 0) take the argmax (ties: the lowest id). Which rows are greedy or filtered is
+decided per row by masks on the device; only whole stages that no row of the batch needs are
+skipped, from the host-side settings (no sync), so a row's token never depends on its batch.
 
 What it deliberately does not do: repetition penalties, min-p, logit processors, or beam search.
 """
